@@ -1,0 +1,144 @@
+"""CIFAR-10 in its standard `cifar-10-batches-py` layout, as uint8 tensors.
+
+Reading is done here rather than with torchvision's CIFAR10 class because that
+class verifies the official files' MD5s and rejects any other copy of the same
+format; downloading (and its checksum) is left to torchvision. The batches are
+loaded with a restricted unpickler and validated (shapes, dtype, labels).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .safe_pickle import UnsafePickleError, safe_load
+
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILES = ("test_batch",)
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+DATA_DIR_ENV = "SEARCH_DATA_DIR"
+DEFAULT_DATA_DIR = "data"  # relative to the working directory, like the embedded study file
+
+
+class DataError(ValueError):
+    """The CIFAR-10 folder is missing, truncated, corrupt or malformed."""
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8, N x 3 x 32 x 32
+    labels: torch.Tensor  # int64, N
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        return Split(self.images[index], self.labels[index])
+
+
+@dataclass(frozen=True)
+class Cifar10:
+    train: Split
+    test: Split
+    root: Path
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The flag if given, else $SEARCH_DATA_DIR, else ./data."""
+    return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()
+
+
+def find_batches(root: Path) -> Path | None:
+    """The cifar-10-batches-py folder: `root` itself or its child of that name."""
+    for candidate in (root, root / FOLDER):
+        if (candidate / "test_batch").exists() or (candidate / "data_batch_1").exists():
+            return candidate
+    return None
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images N x 3 x 32 x 32 uint8, labels N int64) from one pickled batch file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing batch file") from None
+    try:
+        batch = safe_load(raw, encoding="bytes")
+    except UnsafePickleError as e:
+        raise DataError(f"{path}: {e}") from e
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+        raise DataError(f"{path}: truncated or corrupt batch file ({type(e).__name__}: {e})") from e
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: not a CIFAR-10 batch (expected a dict, got {type(batch).__name__})")
+    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in batch or "labels" not in batch:
+        raise DataError(f"{path}: not a CIFAR-10 batch (no 'data' or 'labels' entry)")
+    data, labels = batch["data"], np.asarray(batch["labels"])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        raise DataError(f"{path}: 'data' must be an N x 3072 uint8 array, got shape {shape} "
+                        f"dtype {getattr(data, 'dtype', type(data).__name__)}")
+    if labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: {data.shape[0]} images but {labels.size} labels")
+    if labels.size and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= len(CLASSES)):
+        raise DataError(f"{path}: labels must be integers 0..{len(CLASSES) - 1}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _read_split(folder: Path, files: tuple[str, ...]) -> Split:
+    parts = [read_batch(folder / f) for f in files]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return Split(torch.from_numpy(images), torch.from_numpy(labels))
+
+
+def download(root: Path) -> None:
+    """Fetch the official archive with torchvision, which checks its MD5."""
+    from torchvision.datasets import CIFAR10
+    try:
+        CIFAR10(str(root), train=True, download=True)
+    except Exception as e:  # network errors come in many types; the user needs one line
+        raise DataError(f"CIFAR-10 is not under {root} and the download failed: {e}") from e
+
+
+def load_cifar10(data_dir: str | os.PathLike | None = None, download_missing: bool = True) -> Cifar10:
+    """Load train (50,000) and test (10,000) images; download with torchvision if absent."""
+    root = resolve_data_dir(data_dir)
+    folder = find_batches(root)
+    if folder is None:
+        if not download_missing:
+            raise DataError(f"no CIFAR-10 under {root}: expected {root / FOLDER}/data_batch_1..5 "
+                            f"and test_batch (set --data-dir or ${DATA_DIR_ENV})")
+        download(root)
+        folder = find_batches(root)
+        if folder is None:
+            raise DataError(f"download finished but no batches found under {root}")
+    return Cifar10(_read_split(folder, TRAIN_FILES), _read_split(folder, TEST_FILES), folder)
+
+
+def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train_index, val_index): `val_size` images held out with class proportions kept.
+
+    Each class gives its share (largest remainders settle rounding); which images go
+    is a seeded numpy PCG64 permutation, stable across platforms and versions.
+    Both index tensors are sorted, so the split is reproducible byte for byte.
+    """
+    labels_np = labels.numpy()
+    n = len(labels_np)
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size: must be in [0, {n - 1}] for {n} training images, got {val_size}")
+    classes, counts = np.unique(labels_np, return_counts=True)
+    exact = counts * val_size / n
+    take = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - take), kind="stable")[: val_size - take.sum()]:
+        take[i] += 1
+    rng = np.random.default_rng(seed)
+    val = np.concatenate([rng.permutation(np.flatnonzero(labels_np == c))[:k] for c, k in zip(classes, take)])
+    val = np.sort(val)
+    train = np.setdiff1d(np.arange(n), val)
+    return torch.from_numpy(train), torch.from_numpy(val)

@@ -1,0 +1,137 @@
+"""The searchable ranges, declared once, and sampling from an Optuna trial.
+
+`ArchSpace` holds the ranges of every architecture field. It is plain data
+(JSON both ways) so a study stores it and every worker samples the same space.
+Ranges are written `[low, high]` (inclusive); choices are lists.
+
+Sampling is conditional: stage i's parameters exist only when N >= i, and the
+pool kernel is drawn among the divisors of the final side S, which depends on N
+(one parameter name per N, since an Optuna distribution may not change its
+choices under one name).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .architecture import ACTIVATIONS, INPUT_SIDE, MAX_STAGES, ArchConfig, StageConfig
+
+RANGE_FIELDS = ("num_stages", "blocks", "block_dropout", "head_dropout")
+
+
+class TrialLike(Protocol):  # optuna.Trial, FixedTrial, or anything with the suggest API
+    def suggest_int(self, name: str, low: int, high: int) -> int: ...
+    def suggest_float(self, name: str, low: float, high: float) -> float: ...
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ArchSpace:
+    num_stages: tuple[int, int] = (3, 5)          # N; every stage after the first halves the side
+    blocks: tuple[int, int] = (1, 4)              # B_i, BasicBlocks per stage
+    channels: tuple[int, ...] = (32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512)  # C_i
+    conv_kernels: tuple[int, ...] = (3, 5)        # F_i; 7 rarely pays for its params at 32x32
+    skip_kernels: tuple[int, ...] = (1, 3)        # K_i
+    stem_kernels: tuple[int, ...] = (3, 5)
+    stem_widths: tuple[int | None, ...] = (None, 16, 32, 64)  # None: same as C_1
+    stem_se_ratios: tuple[int, ...] = (0, 16)     # 0: no SE after the stem
+    se_ratios: tuple[int, ...] = (0, 8, 16)       # 0: no SE in the blocks
+    activations: tuple[str, ...] = ACTIVATIONS
+    block_dropout: tuple[float, float] = (0.0, 0.3)
+    head_dropout: tuple[float, float] = (0.0, 0.5)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (list, tuple)) or not value:
+                raise ValueError(f"space.{f.name}: must be a non-empty list")
+            object.__setattr__(self, f.name, tuple(value))
+        for name in RANGE_FIELDS:
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+                raise ValueError(f"space.{name}: must be [low, high] with low <= high, got {list(lo_hi)}")
+        lo, hi = self.num_stages
+        if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo and hi <= MAX_STAGES):
+            raise ValueError(f"space.num_stages: must lie within [1, {MAX_STAGES}], got {list(self.num_stages)}")
+        if self.blocks[0] < 1:
+            raise ValueError(f"space.blocks: must be >= 1, got {list(self.blocks)}")
+        for name in ("block_dropout", "head_dropout"):
+            lo, hi = getattr(self, name)
+            if lo < 0 or hi >= 1:
+                raise ValueError(f"space.{name}: must lie within [0, 1), got {[lo, hi]}")
+        for name in ("conv_kernels", "skip_kernels", "stem_kernels"):
+            bad = [k for k in getattr(self, name) if not isinstance(k, int) or k < 1 or k % 2 == 0]
+            if bad:
+                raise ValueError(f"space.{name}: kernels must be odd positive integers, got {bad}")
+        bad = [a for a in self.activations if a not in ACTIVATIONS]
+        if bad:
+            raise ValueError(f"space.activations: unknown {bad}; known: {', '.join(ACTIVATIONS)}")
+        for name in ("channels", "stem_se_ratios", "se_ratios"):
+            floor = 1 if name == "channels" else 0
+            bad = [c for c in getattr(self, name) if not isinstance(c, int) or c < floor]
+            if bad:
+                raise ValueError(f"space.{name}: must be integers >= {floor}, got {bad}")
+        bad = [w for w in self.stem_widths if w is not None and (not isinstance(w, int) or w < 1)]
+        if bad:
+            raise ValueError(f"space.stem_widths: must be positive integers or null, got {bad}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ArchSpace":
+        if not isinstance(data, dict):
+            raise ValueError("space: must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"space: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArchSpace":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"space: not valid JSON ({e})") from e
+
+
+def pool_choices(num_stages: int) -> list[int]:
+    """Divisors of the final side S = 32 / 2^(N-1): the valid pool kernels P."""
+    side = INPUT_SIDE // 2 ** (num_stages - 1)
+    return [d for d in range(1, side + 1) if side % d == 0]
+
+
+def _uniform(trial: TrialLike, name: str, lo_hi: tuple[float, float]) -> float:
+    lo, hi = lo_hi
+    return float(lo) if lo == hi else trial.suggest_float(name, lo, hi)
+
+
+def sample_arch(trial: TrialLike, space: ArchSpace) -> ArchConfig:
+    """Draw one architecture from `space`. Builds nothing: count it before building."""
+    n = trial.suggest_int("num_stages", *space.num_stages)
+    stages = tuple(
+        StageConfig(
+            blocks=trial.suggest_int(f"stage{i}_blocks", *space.blocks),
+            channels=trial.suggest_categorical(f"stage{i}_channels", space.channels),
+            conv_kernel=trial.suggest_categorical(f"stage{i}_conv_kernel", space.conv_kernels),
+            skip_kernel=trial.suggest_categorical(f"stage{i}_skip_kernel", space.skip_kernels),
+        )
+        for i in range(1, n + 1)
+    )
+    return ArchConfig(
+        stages=stages,
+        pool_kernel=trial.suggest_categorical(f"pool_kernel_n{n}", pool_choices(n)),
+        stem_kernel=trial.suggest_categorical("stem_kernel", space.stem_kernels),
+        stem_width=trial.suggest_categorical("stem_width", space.stem_widths),
+        stem_se_ratio=trial.suggest_categorical("stem_se_ratio", space.stem_se_ratios),
+        se_ratio=trial.suggest_categorical("se_ratio", space.se_ratios),
+        activation=trial.suggest_categorical("activation", space.activations),
+        block_dropout=_uniform(trial, "block_dropout", space.block_dropout),
+        head_dropout=_uniform(trial, "head_dropout", space.head_dropout),
+    )

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Prepare this checkout on a fresh Debian/Ubuntu machine: .venv with the project.
+#   scripts/bootstrap.sh          # to run searches
+#   scripts/bootstrap.sh --test   # also the test extra and the system packages tests use
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extra="" debs=()
+if [ "${1:-}" = "--test" ]; then
+  extra="[test]"
+  debs=()   # system packages the tests start for real (filled as the suite grows)
+fi
+
+missing=()
+for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -c "import search, objectives, storage" # fail here, not in the first command, if the install broke

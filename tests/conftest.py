@@ -1,0 +1,38 @@
+"""Shared fixtures: the real CIFAR-10, rebuilt from ../shared by its own script.
+
+Rebuilds are deterministic (same arguments, same bytes), so they are cached
+under tests/.cache between runs; a fresh clone builds them once (~10 s full).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REBUILD = SHARED / "tools" / "cifar10_batches.py"
+CACHE = REPO / "tests" / ".cache"
+
+
+def rebuilt_cifar(name: str, *extra: str) -> Path:
+    root = CACHE / name
+    if not (root / "cifar-10-batches-py" / "test_batch").exists():
+        assert REBUILD.exists(), f"{REBUILD} is missing: tests need ../shared beside the checkout"
+        subprocess.run([sys.executable, str(REBUILD), str(root), *extra], check=True,
+                       stdout=subprocess.DEVNULL)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_full() -> Path:
+    """All 50,000 + 10,000 images."""
+    return rebuilt_cifar("cifar10-full")
+
+
+@pytest.fixture(scope="session")
+def cifar_small() -> Path:
+    """100 train and 20 test images per class."""
+    return rebuilt_cifar("cifar10-small", "--train-per-class", "100", "--test-per-class", "20")

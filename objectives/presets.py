@@ -23,6 +23,9 @@ PRESETS: dict[str, ArchConfig] = {
     # "Nightshade": 16-wide stem, 3x3 projections wherever shapes change, heavy dropout; 4,709,914.
     "resnet-nightshade": ArchConfig(stages=_stages((3, 3, 3, 3), (32, 64, 128, 256), skip_kernel=3),
                                     pool_kernel=4, stem_width=16, block_dropout=0.6),
+    # He et al. (2016) CIFAR ResNet-20 with 1x1 projection shortcuts (option B): the small
+    # reference (the paper's option A, zero-padded shortcuts, reports 0.27M).
+    "resnet20-he": ArchConfig(stages=_stages((3, 3, 3), (16, 32, 64)), pool_kernel=8),
     # kuangliu ResNet-18: 11,173,962 parameters, over the default 5M budget.
     "resnet18-kuangliu": ArchConfig(stages=_stages((2, 2, 2, 2), (64, 128, 256, 512)), pool_kernel=4),
 }

@@ -20,6 +20,7 @@ PUBLISHED = {
     "se-resnet-rawat": 4_697_742,
     "resnet-nightshade": 4_709_914,
     "resnet18-kuangliu": 11_173_962,
+    "resnet20-he": 272_474,  # He et al. report 0.27M
 }
 
 

@@ -36,7 +36,7 @@ def test_presets_json_and_budget_flag():
     rows = json.loads(run("presets", "--json", "--budget", "4,800,000", check=True).stdout)["presets"]
     within = {r["name"]: r["within_budget"] for r in rows}
     assert within == {"resnet24-steroids": False, "resnet9-kuangliu": False, "se-resnet-rawat": True,
-                      "resnet-nightshade": True, "resnet18-kuangliu": False}
+                      "resnet-nightshade": True, "resnet20-he": True, "resnet18-kuangliu": False}
 
 
 def one_line_error(proc):

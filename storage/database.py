@@ -1,0 +1,77 @@
+"""Optuna RDB storage with the engine options, heartbeat and retry settings we run with."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from .urls import backend_of, redact
+
+
+class StorageUnavailable(ValueError):
+    """The database never accepted connections within the wait."""
+
+
+def engine_options(url: str, user_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults per backend, never overriding what the caller passed."""
+    backend = backend_of(url)
+    defaults: dict[str, Any] = {"pool_pre_ping": True}  # a dropped connection is replaced, not raised
+    if backend == "sqlite":
+        # Several local workers share one file: wait for the write lock instead of failing.
+        defaults["connect_args"] = {"timeout": 60}
+    else:
+        # One worker process needs a couple of connections (trials + heartbeat thread).
+        defaults.update(pool_size=2, max_overflow=4, pool_recycle=1800)
+    return {**defaults, **(user_options or {})}
+
+
+def wait_for_database(url: str, timeout: float = 60.0, interval: float = 1.0) -> None:
+    """Return once the database accepts a connection; StorageUnavailable after `timeout` s."""
+    try:
+        engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
+        raise ValueError(f"bad storage URL {redact(url)!r}: {e}") from e
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                with engine.connect():
+                    return
+            except sqlalchemy.exc.OperationalError as e:
+                if time.monotonic() >= deadline:
+                    reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+                    raise StorageUnavailable(f"database {redact(url)} did not accept connections "
+                                             f"within {timeout:g} s: {reason}") from e
+                time.sleep(interval)
+    finally:
+        engine.dispose()
+
+
+def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 max_retry: int = 3, wait: float = 60.0) -> RDBStorage:
+    """An RDBStorage for `url`. With a heartbeat, trials of workers that stop beating
+    for `grace_period` seconds are failed and re-queued (up to `max_retry` times),
+    keeping their intermediate values so the retry can resume from its checkpoint."""
+    backend_of(url)
+    if backend_of(url) != "sqlite":
+        wait_for_database(url, timeout=wait)
+    kwargs: dict[str, Any] = {}
+    if heartbeat_interval:
+        kwargs = dict(heartbeat_interval=heartbeat_interval,
+                      grace_period=grace_period or 3 * heartbeat_interval,
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                          max_retry=max_retry, inherit_intermediate_values=True))
+    try:
+        return RDBStorage(url, engine_kwargs=engine_options(url), **kwargs)
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as e:
+        raise ValueError(f"bad storage URL {redact(url)!r}: {e}") from e
+    except sqlalchemy.exc.OperationalError as e:
+        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+        raise StorageUnavailable(f"cannot open storage {redact(url)}: {reason}") from e
+
+
+def quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)

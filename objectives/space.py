@@ -31,7 +31,7 @@ class TrialLike(Protocol):  # optuna.Trial, FixedTrial, or anything with the sug
 class ArchSpace:
     num_stages: tuple[int, int] = (3, 5)          # N; every stage after the first halves the side
     blocks: tuple[int, int] = (1, 4)              # B_i, BasicBlocks per stage
-    channels: tuple[int, ...] = (32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512)  # C_i
+    channels: tuple[int, ...] = (16, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512)  # C_i
     conv_kernels: tuple[int, ...] = (3, 5)        # F_i; 7 rarely pays for its params at 32x32
     skip_kernels: tuple[int, ...] = (1, 3)        # K_i
     stem_kernels: tuple[int, ...] = (3, 5)
@@ -39,7 +39,7 @@ class ArchSpace:
     stem_se_ratios: tuple[int, ...] = (0, 16)     # 0: no SE after the stem
     se_ratios: tuple[int, ...] = (0, 8, 16)       # 0: no SE in the blocks
     activations: tuple[str, ...] = ACTIVATIONS
-    block_dropout: tuple[float, float] = (0.0, 0.3)
+    block_dropout: tuple[float, float] = (0.0, 0.6)
     head_dropout: tuple[float, float] = (0.0, 0.5)
 
     def __post_init__(self) -> None:
@@ -135,3 +135,65 @@ def sample_arch(trial: TrialLike, space: ArchSpace) -> ArchConfig:
         block_dropout=_uniform(trial, "block_dropout", space.block_dropout),
         head_dropout=_uniform(trial, "head_dropout", space.head_dropout),
     )
+
+
+def arch_to_params(arch: ArchConfig, space: ArchSpace) -> dict[str, Any]:
+    """The trial parameters under which `sample_arch` yields `arch` (for enqueueing known
+    designs); ValueError naming the first value the space cannot produce."""
+    def check(name: str, value: Any, allowed: Any, is_range: bool = False) -> Any:
+        ok = allowed[0] <= value <= allowed[1] if is_range else value in allowed
+        if not ok:
+            raise ValueError(f"{name}={value!r} is outside this study's space ({list(allowed)})")
+        return value
+
+    n = arch.num_stages
+    params: dict[str, Any] = {"num_stages": check("num_stages", n, space.num_stages, True)}
+    for i, s in enumerate(arch.stages, start=1):
+        params[f"stage{i}_blocks"] = check(f"stage{i}_blocks", s.blocks, space.blocks, True)
+        params[f"stage{i}_channels"] = check(f"stage{i}_channels", s.channels, space.channels)
+        params[f"stage{i}_conv_kernel"] = check(f"stage{i}_conv_kernel", s.conv_kernel, space.conv_kernels)
+        params[f"stage{i}_skip_kernel"] = check(f"stage{i}_skip_kernel", s.skip_kernel, space.skip_kernels)
+    params[f"pool_kernel_n{n}"] = arch.pool_kernel
+    stem_width = None if arch.stem_width == arch.stages[0].channels and None in space.stem_widths else arch.stem_width
+    params.update(
+        stem_kernel=check("stem_kernel", arch.stem_kernel, space.stem_kernels),
+        stem_width=check("stem_width", stem_width, space.stem_widths),
+        stem_se_ratio=check("stem_se_ratio", arch.stem_se_ratio, space.stem_se_ratios),
+        se_ratio=check("se_ratio", arch.se_ratio, space.se_ratios),
+        activation=check("activation", arch.activation, space.activations),
+    )
+    for name in ("block_dropout", "head_dropout"):
+        lo, hi = getattr(space, name)
+        value = check(name, getattr(arch, name), (lo, hi), True)
+        if lo != hi:
+            params[name] = value
+    return params
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Everything a study searches: the architecture ranges and the recipe ranges."""
+    arch: ArchSpace = dataclasses.field(default_factory=ArchSpace)
+    recipe: "RecipeSpace" = dataclasses.field(default_factory=lambda: _recipe_space()())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch.to_dict(), "recipe": self.recipe.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchSpace":
+        """Missing sections and fields take their defaults."""
+        if not isinstance(data, dict) or set(data) - {"arch", "recipe"}:
+            raise ValueError("space: must be a JSON object with 'arch' and/or 'recipe' sections")
+        return cls(ArchSpace.from_dict(data.get("arch", {})), _recipe_space().from_dict(data.get("recipe", {})))
+
+    @classmethod
+    def from_json(cls, text: str) -> "SearchSpace":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"space: not valid JSON ({e})") from e
+
+
+def _recipe_space():
+    from .recipe import RecipeSpace  # recipe.py imports this module for TrialLike
+    return RecipeSpace

@@ -135,9 +135,13 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class Interrupted(RuntimeError):
+    """`should_stop()` turned true mid-epoch (the worker was asked to stop)."""
+
+
 @dataclass
 class TrainResult:
-    status: str                      # completed | stopped (on_epoch asked) | diverged | oom
+    status: str                      # completed | stopped (on_epoch asked) | interrupted | diverged | oom
     reason: str
     epochs_run: int
     history: list[dict[str, Any]]
@@ -188,6 +192,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.best_val_acc = -1.0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.should_stop: Callable[[], bool] = lambda: False
 
     # -- one epoch --
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,6 +234,8 @@ class Trainer:
                 self.ema.update_parameters(model)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
+            if self.should_stop():
+                raise Interrupted(f"interrupted during epoch {self.epoch + 1}")
             if (step + 1) % NAN_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
                 raise NonFiniteLoss(f"non-finite training loss at epoch {self.epoch + 1}, step {step + 1}")
         seen = self.steps_per_epoch * self.batch_size
@@ -242,8 +249,12 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     # -- the loop --
-    def run(self, on_epoch: OnEpoch | None = None) -> TrainResult:
+    def run(self, on_epoch: OnEpoch | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+        """Train from `self.epoch` to the recipe's last epoch. `should_stop()` is polled every
+        step: when true, the run ends as `interrupted` (the last finished epoch is kept)."""
         status, reason, oom = "completed", "", False
+        if should_stop is not None:
+            self.should_stop = should_stop
         try:
             while self.epoch < self.recipe.epochs:
                 t0 = time.perf_counter()
@@ -266,6 +277,8 @@ class Trainer:
                     break
         except NonFiniteLoss as e:
             status, reason = "diverged", str(e)
+        except Interrupted as e:
+            status, reason = "interrupted", str(e)
         except torch.OutOfMemoryError as e:
             status, reason, oom = "oom", f"out of memory at epoch {self.epoch + 1}: {str(e).splitlines()[0]}", True
         if oom:  # outside the except block, so the traceback no longer pins the tensors

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 extra="" debs=()
 if [ "${1:-}" = "--test" ]; then
   extra="[test]"
-  debs=()   # system packages the tests start for real (filled as the suite grows)
+  debs=(postgresql chromium)   # servers and the browser the tests start for real, on loopback
 fi
 
 missing=()

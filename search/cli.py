@@ -8,13 +8,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from objectives import PRESETS, ArchConfig, count_macs, count_params, get_preset
-from objectives.counting import check_budget
-
 DEFAULT_BUDGET = 5_000_000
 
 
-def _budget(text: str) -> int:
+def _positive_int(text: str) -> int:
     try:
         value = int(text.replace(",", "").replace("_", ""))
     except ValueError:
@@ -24,7 +21,10 @@ def _budget(text: str) -> int:
     return value
 
 
+# ---- architecture commands ----------------------------------------------------------------
+
 def cmd_presets(args: argparse.Namespace) -> int:
+    from objectives import PRESETS, count_macs, count_params
     rows = [{"name": name, "params": count_params(arch), "macs": count_macs(arch),
              "within_budget": count_params(arch) <= args.budget} for name, arch in PRESETS.items()]
     if args.json:
@@ -37,18 +37,178 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_arch(args: argparse.Namespace) -> int:
+    from objectives import ArchConfig, count_macs, count_params, get_preset
+    from objectives.counting import check_budget
     if args.preset:
         arch = get_preset(args.preset)
     else:
-        try:
-            arch = ArchConfig.from_json(Path(args.file).read_text())
-        except OSError as e:
-            raise ValueError(f"{args.file}: cannot read ({e.strerror})") from None
-    params, macs = count_params(arch), count_macs(arch)
-    print(json.dumps({"architecture": arch.to_dict(), "params": params, "macs": macs,
+        arch = ArchConfig.from_json(_read(args.file))
+    print(json.dumps({"architecture": arch.to_dict(), "params": count_params(arch), "macs": count_macs(arch),
                       "budget": args.budget}, indent=2))
     check_budget(arch, args.budget)  # raises OverBudgetError: one line, exit 1
     return 0
+
+
+def cmd_space(args: argparse.Namespace) -> int:
+    from objectives.space import SearchSpace
+    print(json.dumps(SearchSpace().to_dict(), indent=2))
+    return 0
+
+
+def cmd_prepare_data(args: argparse.Namespace) -> int:
+    from objectives.data import load_cifar10
+    cifar = load_cifar10(args.data_dir)
+    print(f"CIFAR-10 ready in {cifar.root}: {len(cifar.train):,} train, {len(cifar.test):,} test images")
+    return 0
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+
+
+# ---- study commands -----------------------------------------------------------------------
+
+def _storage(args: argparse.Namespace, heartbeat: bool = False):
+    from storage.database import make_storage, quiet_optuna
+    from storage.urls import resolve_storage_url
+    quiet_optuna()
+    url = resolve_storage_url(args.storage)
+    if heartbeat:
+        return make_storage(url, heartbeat_interval=args.heartbeat, grace_period=args.grace, wait=args.db_wait)
+    return make_storage(url, wait=args.db_wait)
+
+
+def _definition(args: argparse.Namespace):
+    import dataclasses
+    from objectives.space import SearchSpace
+    from search.definition import StudyDefinition
+    space = SearchSpace.from_json(_read(args.space)) if args.space else SearchSpace()
+    if args.epochs is not None:
+        space = dataclasses.replace(space, recipe=dataclasses.replace(space.recipe, epochs=(args.epochs, args.epochs)))
+    return StudyDefinition(space=space, budget=args.budget, val_size=args.val_size, seed=args.seed,
+                           train_limit=args.train_limit, pruner=args.pruner, sampler=args.sampler)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from search.definition import create_study
+    definition = _definition(args)
+    study = create_study(_storage(args), args.study, definition)
+    print(f"study {study.study_name}: budget {definition.budget:,}, {definition.epochs} epochs, "
+          f"val {definition.val_size}, pruner {definition.pruner}, sampler {definition.sampler}")
+    return 0
+
+
+def _worker_options(args: argparse.Namespace):
+    from search.worker import WorkerOptions
+    from storage.urls import resolve_storage_url
+    return WorkerOptions(study=args.study, storage_url=resolve_storage_url(args.storage), data_dir=args.data_dir,
+                         artifacts=args.artifacts, n_trials=args.n_trials, timeout=args.timeout,
+                         heartbeat=args.heartbeat, grace=args.grace, db_wait=args.db_wait)
+
+
+def _child_args(opts) -> list[str]:
+    out = ["--study", opts.study, "--storage", opts.storage_url, "--heartbeat", str(opts.heartbeat),
+           "--grace", str(opts.grace), "--db-wait", str(opts.db_wait)]
+    for flag, value in (("--data-dir", opts.data_dir), ("--artifacts", opts.artifacts),
+                        ("--n-trials", opts.n_trials), ("--timeout", opts.timeout)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from search.worker import run_slot, run_worker
+    opts = _worker_options(args)
+    if args.slot_device:  # a child started by a parent worker
+        return run_slot(opts, args.slot_device)
+    from search.definition import load_study
+    load_study(_storage(args), args.study)  # unknown study: fail here, once, not in every child
+    return run_worker(opts, args.gpus, args.per_gpu, _child_args(opts))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cmd_create(args)
+    return cmd_worker(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from search.definition import load_study
+    from search.status import format_summary, summarize
+    study, _ = load_study(_storage(args), args.study)
+    summary = summarize(study)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from objectives import count_params, get_preset
+    from objectives.space import arch_to_params
+    from search.definition import load_study
+    study, definition = load_study(_storage(args), args.study)
+    arch = get_preset(args.preset)
+    n = count_params(arch)
+    if n > definition.budget:
+        raise ValueError(f"preset {args.preset} is over this study's budget: {n:,} > {definition.budget:,}")
+    try:
+        params = arch_to_params(arch, definition.space.arch)
+    except ValueError as e:
+        raise ValueError(f"preset {args.preset} cannot be expressed in this study's space: {e}") from None
+    study.enqueue_trial(params, user_attrs={"preset": args.preset}, skip_if_exists=True)
+    print(f"enqueued {args.preset} ({n:,} params) in study {args.study}; its recipe is sampled")
+    return 0
+
+
+def cmd_export_best(args: argparse.Namespace) -> int:
+    from search.definition import load_study
+    from search.export import export_best, test_accuracy
+    if args.format != "checkpoint":
+        raise ValueError(f"--format {args.format}: not available yet (checkpoint only)")
+    study, _ = load_study(_storage(args), args.study)
+    data = export_best(study, args.artifacts, args.out)
+    m = data["metrics"]
+    print(f"exported trial {data['trial']} of {data['study']}: val_acc {m['val_acc']:.4f}, "
+          f"{m['params']:,} params -> {args.out}")
+    if args.evaluate:
+        acc = test_accuracy(data, args.data_dir, tta=data["recipe"].get("tta_flip", False))
+        print(f"test accuracy: {acc:.4f} (10,000 test images)")
+    return 0
+
+
+# ---- parser -------------------------------------------------------------------------------
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", help="study storage URL: postgresql+psycopg2://USER:PW@HOST/DB or sqlite:///FILE "
+                                     "(default: $SEARCH_STORAGE, else sqlite:///search.db here)")
+    p.add_argument("--db-wait", type=float, default=60.0, metavar="SEC",
+                   help="wait this long for the database to accept connections (default 60)")
+
+
+def _add_create(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", type=_positive_int, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
+    p.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the space's, 20)")
+    p.add_argument("--space", metavar="FILE.json",
+                   help="ranges to search; `search space` prints the default to start from")
+    p.add_argument("--val-size", type=_positive_int, default=5_000, help="validation images held out of train (default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation split and of training (default 0)")
+    p.add_argument("--train-limit", type=_positive_int, help="train on only this many images (smoke studies)")
+    p.add_argument("--pruner", choices=("hyperband", "median", "none"), default="hyperband")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+
+
+def _add_worker(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data; downloaded if missing)")
+    p.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
+    p.add_argument("--gpus", default="all", help="all, none (CPU), or a list like 0,1 (default all; CPU if none visible)")
+    p.add_argument("--per-gpu", type=_positive_int, default=1, help="worker processes per GPU (or CPU processes) (default 1)")
+    p.add_argument("--n-trials", type=_positive_int, help="stop once the study has this many trained trials (all workers)")
+    p.add_argument("--timeout", type=float, metavar="SEC", help="start no new trial after this many seconds")
+    p.add_argument("--heartbeat", type=_positive_int, default=20, metavar="SEC", help="heartbeat interval (default 20)")
+    p.add_argument("--grace", type=_positive_int, default=60, metavar="SEC",
+                   help="a trial without heartbeat this long is failed and retried (default 60)")
+    p.add_argument("--slot-device", choices=("cpu", "cuda"), help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,16 +219,61 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("presets", help="list known architectures: exact parameters, MACs, within budget?")
-    s.add_argument("--budget", type=_budget, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
+    s.add_argument("--budget", type=_positive_int, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_presets)
 
     s = sub.add_parser("arch", help="show one architecture's JSON, exact size and cost; exit 1 if over budget or invalid")
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")
+    src.add_argument("--preset", help="a name from `search presets`")
     src.add_argument("--file", help="a JSON file holding an architecture (the format this command prints)")
-    s.add_argument("--budget", type=_budget, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
+    s.add_argument("--budget", type=_positive_int, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
     s.set_defaults(func=cmd_arch)
+
+    s = sub.add_parser("prepare-data", help="download (if missing) and validate CIFAR-10, once per data volume")
+    s.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data)")
+    s.set_defaults(func=cmd_prepare_data)
+
+    s = sub.add_parser("space", help="print the default search space (JSON) to edit and pass to --space")
+    s.set_defaults(func=cmd_space)
+
+    for name, func, helptext in (("create", cmd_create, "create a study (idempotent for the same definition)"),
+                                 ("run", cmd_run, "create the study if missing, then work on it: the one-command path")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--study", required=True)
+        _add_storage(s)
+        _add_create(s)
+        if name == "run":
+            _add_worker(s)
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("worker", help="run trials of a study: one process per GPU slot")
+    s.add_argument("--study", required=True)
+    _add_storage(s)
+    _add_worker(s)
+    s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("status", help="counts by state, best trial, trials per hour, recent failures")
+    s.add_argument("--study", required=True)
+    _add_storage(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("enqueue", help="queue a preset architecture as the study's next trial (warm start)")
+    s.add_argument("--study", required=True)
+    s.add_argument("--preset", required=True, help="a name from `search presets`")
+    _add_storage(s)
+    s.set_defaults(func=cmd_enqueue)
+
+    s = sub.add_parser("export-best", help="write the best trial's model to one file loadable with plain PyTorch")
+    s.add_argument("--study", required=True)
+    s.add_argument("--out", required=True, help="file to write (torch.load(FILE, weights_only=True) reads it)")
+    _add_storage(s)
+    s.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
+    s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy")
+    s.add_argument("--data-dir", help="CIFAR-10 folder for --evaluate")
+    s.add_argument("--format", choices=("checkpoint", "torchscript", "onnx"), default="checkpoint")
+    s.set_defaults(func=cmd_export_best)
     return p
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import optuna
@@ -74,4 +75,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
 
 
 def quiet_optuna() -> None:
+    """Our logs say what happened per trial; Optuna's INFO lines and its notes that the
+    heartbeat and retry APIs are experimental would drown them."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

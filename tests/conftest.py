@@ -36,3 +36,20 @@ def cifar_full() -> Path:
 def cifar_small() -> Path:
     """100 train and 20 test images per class."""
     return rebuilt_cifar("cifar10-small", "--train-per-class", "100", "--test-per-class", "20")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for the whole session."""
+    from tests.servers import PostgresServer
+    server = PostgresServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    """Each test gets a fresh database: a SQLite file, or a new database on the server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'search.db'}"
+    return request.getfixturevalue("postgres").new_database()

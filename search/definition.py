@@ -1,0 +1,107 @@
+"""What defines a study, stored inside it so every worker samples the same space.
+
+One study = one space + budget + data split + epochs + pruner/sampler choice. The
+definition lives in the study's user attributes as JSON, so it travels with the
+database (PostgreSQL or SQLite) and plain Optuna tools can read it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from objectives.space import SearchSpace
+
+DEFINITION_ATTR = "definition"
+PRUNERS = ("hyperband", "median", "none")
+SAMPLERS = ("tpe", "random")
+
+
+@dataclass(frozen=True)
+class StudyDefinition:
+    space: SearchSpace = field(default_factory=SearchSpace)
+    budget: int = 5_000_000          # trainable parameters
+    val_size: int = 5_000            # images held out of the 50,000 training images
+    seed: int = 0                    # of the validation split (and of each trial's training)
+    train_limit: int | None = None   # keep only this many training images (smoke studies)
+    pruner: str = "hyperband"
+    sampler: str = "tpe"
+
+    def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise ValueError(f"budget: must be positive, got {self.budget}")
+        if self.val_size < 1:
+            raise ValueError(f"val_size: must be positive, got {self.val_size}")
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"pruner: must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler: must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise ValueError(f"train_limit: must be positive, got {self.train_limit}")
+
+    @property
+    def epochs(self) -> int:
+        return self.space.recipe.epochs[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["space"] = self.space.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StudyDefinition":
+        return cls(**{**d, "space": SearchSpace.from_dict(d["space"])})
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        if self.pruner == "hyperband":
+            # Rungs over epochs: with 20 epochs and factor 3, trials are judged at 1, 3, 9 epochs.
+            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=self.epochs, reduction_factor=3)
+        if self.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.NopPruner()
+
+    def make_sampler(self) -> optuna.samplers.BaseSampler:
+        # Optuna 5's TPE default: multivariate + constant liar (parallel workers do not
+        # all sample the same point), and it reads each trial's constraint (the budget).
+        return optuna.samplers.TPESampler() if self.sampler == "tpe" else optuna.samplers.RandomSampler()
+
+
+class StudyNotFound(ValueError):
+    pass
+
+
+def create_study(storage, name: str, definition: StudyDefinition) -> optuna.Study:
+    """Create `name` with `definition`; a no-op if it exists with the same definition,
+    a ValueError if it exists with another."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                load_if_exists=True, sampler=definition.make_sampler(),
+                                pruner=definition.make_pruner())
+    stored = study.user_attrs.get(DEFINITION_ATTR)
+    wanted = definition.to_dict()
+    if stored is None:
+        study.set_user_attr(DEFINITION_ATTR, wanted)
+    elif json.dumps(stored, sort_keys=True) != json.dumps(wanted, sort_keys=True):
+        diff = sorted(k for k in wanted if json.dumps(stored.get(k), sort_keys=True) != json.dumps(wanted[k], sort_keys=True))
+        raise ValueError(f"study {name!r} exists with a different definition ({', '.join(diff)} differ); "
+                         f"use another --study name")
+    return study
+
+
+def load_study(storage, name: str) -> tuple[optuna.Study, StudyDefinition]:
+    """The study and its stored definition, with the sampler and pruner it names."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise StudyNotFound(f"no study named {name!r} in this storage"
+                            + (f" (studies: {', '.join(known)})" if known else " (it holds no studies)")) from None
+    stored = study.user_attrs.get(DEFINITION_ATTR)
+    if stored is None:
+        raise ValueError(f"study {name!r} was not created by `search create` (no stored definition)")
+    definition = StudyDefinition.from_dict(stored)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=definition.make_sampler(),
+                              pruner=definition.make_pruner())
+    return study, definition

@@ -1,0 +1,149 @@
+"""One trial: sample, check the budget, train with pruning, checkpoint, record.
+
+Per epoch (as optuna-examples' pytorch_checkpoint does): report the validation
+accuracy, save a resume checkpoint as an artifact and record its id, then ask the
+pruner. A trial retried after its worker died (RetryHeartbeatStaleTrialCallback
+copies user attributes and intermediate values) finds that id and resumes at the
+epoch after it, as Ray Tune and Determined do.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+from typing import Any, Callable
+
+import optuna
+import torch
+
+from objectives import count_macs, count_params
+from objectives.checkpoint import model_file
+from objectives.recipe import sample_recipe
+from objectives.space import sample_arch
+from objectives.train import TrainData, Trainer
+from storage.artifacts import download_torch, remove_artifact, upload_torch
+
+from .definition import StudyDefinition
+
+BUDGET_CONSTRAINT = "params_over_budget"  # params - budget: <= 0 is feasible
+
+
+class TrialFailed(RuntimeError):
+    """The trial ended without a result (NaN, OOM, bad config); the worker goes on."""
+
+
+class WorkerStopping(RuntimeError):
+    """The worker was asked to stop mid-trial; the trial is re-queued to resume."""
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("epoch", "train_loss", "train_acc", "val_acc", "val_loss", "lr", "epoch_seconds", "images_per_second")
+    return [{k: (round(h[k], 5) if isinstance(h[k], float) else h[k]) for k in keep} for h in history]
+
+
+class Objective:
+    def __init__(self, definition: StudyDefinition, data: TrainData, device: torch.device, artifact_store,
+                 study_name: str, should_stop: Callable[[], bool] = lambda: False):
+        self.definition, self.data, self.device = definition, data, device
+        self.store, self.study_name, self.should_stop = artifact_store, study_name, should_stop
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        d = self.definition
+        self.current_trial_id = trial._trial_id
+        for inherited in ("fail_reason", "requeued"):  # from the attempt this trial retries
+            if trial.user_attrs.get(inherited):
+                trial.set_user_attr(inherited, None)
+        arch = sample_arch(trial, d.space.arch)
+        recipe = sample_recipe(trial, d.space.recipe)
+        params = count_params(arch)
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("macs", count_macs(arch))
+        trial.set_constraint(BUDGET_CONSTRAINT, float(params - d.budget))
+        if params > d.budget:
+            # COMPLETE but infeasible: constrained TPE learns the region from the constraint
+            # value, and best_trial ignores it. Nothing was built or trained.
+            trial.set_user_attr("infeasible", f"over budget: {params:,} trainable parameters > budget {d.budget:,}")
+            return 0.0
+        trial.set_user_attr("architecture", arch.to_dict())
+        trial.set_user_attr("recipe", recipe.to_dict())
+        trial.set_user_attr("device", device_name(self.device))
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        storage = trial.study._storage
+        try:
+            trainer = Trainer(arch, recipe, self.data, self.device, seed=d.seed + trial.number)
+        except torch.OutOfMemoryError as e:
+            return self._fail(trial, f"out of memory building the model: {str(e).splitlines()[0]}")
+        resumed_from = self._resume(trial, trainer)
+        previous = trial.user_attrs.get("resume_checkpoint")
+        started = time.perf_counter()
+
+        def on_epoch(epoch: int, metrics: dict[str, Any]) -> bool:
+            nonlocal previous
+            trial.report(metrics["val_acc"], epoch)
+            trial.set_user_attr("curve", _curve(trainer.history))
+            if epoch < recipe.epochs:
+                ckpt_id = upload_torch(self.store, trial, trainer.checkpoint(), f"resume-epoch{epoch}.pt", storage)
+                current = {"artifact_id": ckpt_id, "trial_id": trial._trial_id, "epoch": epoch}
+                trial.set_user_attr("resume_checkpoint", current)
+                self._remove_own(trial, previous)
+                previous = current
+            return trial.should_prune()
+
+        result = trainer.run(on_epoch, should_stop=self.should_stop)
+        seconds = time.perf_counter() - started
+        if result.status == "interrupted":
+            trial.set_user_attr("fail_reason", f"worker stopped mid-trial ({result.reason}); re-queued")
+            trial.set_user_attr("requeued", True)
+            raise WorkerStopping(result.reason)
+        history = result.history
+        trial.set_user_attr("seconds", round(seconds, 2))
+        trained = history[resumed_from:]  # the epochs this process ran (history[i] is epoch i + 1)
+        if trained:
+            trial.set_user_attr("images_per_second", round(sum(h["images_per_second"] for h in trained) / len(trained), 1))
+        if result.best_state is not None:
+            metrics = {"val_acc": result.best_val_acc, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
+            model_id = upload_torch(self.store, trial, model_file(
+                arch, recipe.to_dict(), result.best_state, self.data.mean, self.data.std, metrics,
+                data={"val_size": d.val_size, "seed": d.seed, "train_limit": d.train_limit},
+                study=self.study_name, trial=trial.number), "model.pt", storage)
+            trial.set_user_attr("model_artifact", model_id)
+            trial.set_user_attr("best_epoch", result.best_epoch)
+        if previous:  # the run is over: its resume checkpoint is no longer needed
+            self._remove_own(trial, previous)
+            trial.set_user_attr("resume_checkpoint", None)
+        if result.status in ("diverged", "oom"):
+            return self._fail(trial, result.reason)
+        if result.status == "stopped":
+            raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
+        return result.best_val_acc
+
+    def _resume(self, trial: optuna.Trial, trainer: Trainer) -> int:
+        """Load the checkpoint a retried trial inherited; returns the epoch it resumes after."""
+        ref = trial.user_attrs.get("resume_checkpoint")
+        if not ref:
+            return 0
+        try:
+            trainer.load_checkpoint(download_torch(self.store, ref["artifact_id"]))
+        except Exception as e:  # a missing or damaged checkpoint: start over rather than fail
+            trial.set_user_attr("resume_error", f"could not resume from epoch {ref.get('epoch')}: {e}")
+            return 0
+        trial.set_user_attr("resumed_from_epoch", trainer.epoch)
+        return trainer.epoch
+
+    def _remove_own(self, trial: optuna.Trial, ref: dict[str, Any] | None) -> None:
+        """Delete a superseded resume checkpoint of this trial. One inherited from the failed
+        attempt this trial retries stays with that finished trial (its record cannot change)."""
+        if ref and ref["trial_id"] == trial._trial_id:
+            remove_artifact(self.store, trial.study._storage, ref["trial_id"], ref["artifact_id"])
+
+    @staticmethod
+    def _fail(trial: optuna.Trial, reason: str) -> float:
+        trial.set_user_attr("fail_reason", reason)
+        raise TrialFailed(reason)

@@ -1,0 +1,73 @@
+"""What a study has done: counts by state, the best trial, throughput, recent failures."""
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+KEY_PARAMS = ("optimizer", "batch_size", "schedule", "activation", "num_stages")
+
+
+def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if "infeasible" not in t.user_attrs and t.value is not None]
+    return max(trials, key=lambda t: (t.value, -t.number)) if trials else None
+
+
+def summarize(study: optuna.Study) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): 0 for s in TrialState}
+    counts["infeasible"] = 0
+    for t in trials:
+        if t.state == TrialState.COMPLETE and "infeasible" in t.user_attrs:
+            counts["infeasible"] += 1
+        else:
+            counts[t.state.name.lower()] += 1
+    trained = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+               and "infeasible" not in t.user_attrs and t.datetime_start and t.datetime_complete]
+    per_hour = None
+    if trained:
+        start = min(t.datetime_start for t in trained)
+        end = max(t.datetime_complete for t in trained)
+        hours = max((end - start).total_seconds(), 1.0) / 3600
+        per_hour = round(len(trained) / hours, 1)
+    best = best_feasible(study)
+    best_info = None
+    if best is not None:
+        arch = best.user_attrs.get("architecture", {})
+        best_info = {
+            "trial": best.number, "val_acc": best.value, "params": best.user_attrs.get("params"),
+            "macs": best.user_attrs.get("macs"),
+            "stages": [(s["blocks"], s["channels"], s["conv_kernel"], s["skip_kernel"]) for s in arch.get("stages", [])],
+            "pool_kernel": arch.get("pool_kernel"),
+            "recipe": {k: v for k, v in best.user_attrs.get("recipe", {}).items()
+                       if k in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "epochs", "batch_size",
+                                "cutout", "mixup_alpha", "label_smoothing", "ema_decay")},
+            "has_checkpoint": bool(best.user_attrs.get("model_artifact")),
+        }
+    failures = [{"trial": t.number, "reason": t.user_attrs.get("fail_reason") or "worker lost (heartbeat stale); re-queued"}
+                for t in trials if t.state == TrialState.FAIL][-5:]
+    return {"study": study.study_name, "trials": len(trials), "counts": counts, "trials_per_hour": per_hour,
+            "best": best_info, "recent_failures": failures}
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    c = s["counts"]
+    lines = [f"study {s['study']}: {s['trials']} trials",
+             "  " + ", ".join(f"{k} {c[k]}" for k in ("complete", "pruned", "infeasible", "fail", "running", "waiting")),
+             f"  trained trials per hour: {s['trials_per_hour'] if s['trials_per_hour'] is not None else '-'}"]
+    b = s["best"]
+    if b:
+        r = b["recipe"]
+        stages = " ".join(f"{bl}x{ch}(F{f},K{k})" for bl, ch, f, k in b["stages"])
+        lines += [f"  best: trial {b['trial']}, val_acc {b['val_acc']:.4f}, {b['params']:,} params, "
+                  f"{b['macs'] / 1e6:.1f} MMACs",
+                  f"    stages {stages}, pool {b['pool_kernel']}",
+                  f"    {r.get('optimizer')} lr {r.get('lr', 0):.3g}, batch {r.get('batch_size')}, "
+                  f"{r.get('schedule')}, {r.get('epochs')} epochs"]
+    else:
+        lines.append("  best: none yet")
+    for f in s["recent_failures"]:
+        lines.append(f"  failed trial {f['trial']}: {f['reason']}")
+    return "\n".join(lines)

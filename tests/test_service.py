@@ -246,4 +246,4 @@ def test_empty_study_export_and_enqueue(env, tmp_path):
     over = search("enqueue", "--study", "empty", "--preset", "resnet18-kuangliu", env=env, check=False)
     assert over.returncode == 1 and "11,173,962" in over.stderr
     waiting = load(env["SEARCH_STORAGE"], "empty").get_trials(states=(TrialState.WAITING,))
-    assert len(waiting) == 1 and waiting[0].params["stage4_channels"] == 256
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"]["stage4_channels"] == 256

@@ -163,17 +163,45 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 def cmd_export_best(args: argparse.Namespace) -> int:
     from search.definition import load_study
-    from search.export import export_best, test_accuracy
-    if args.format != "checkpoint":
-        raise ValueError(f"--format {args.format}: not available yet (checkpoint only)")
+    from search.export import export_best, export_onnx, export_torchscript, test_accuracy
     study, _ = load_study(_storage(args), args.study)
-    data = export_best(study, args.artifacts, args.out)
+    checkpoint = args.out if args.format == "checkpoint" else str(Path(args.out).with_suffix(".pt"))
+    if checkpoint == args.out and args.format != "checkpoint":
+        checkpoint = args.out + ".checkpoint.pt"
+    data = export_best(study, args.artifacts, checkpoint)
+    if args.format == "torchscript":
+        export_torchscript(data, args.out)
+    elif args.format == "onnx":
+        export_onnx(data, args.out)
     m = data["metrics"]
     print(f"exported trial {data['trial']} of {data['study']}: val_acc {m['val_acc']:.4f}, "
-          f"{m['params']:,} params -> {args.out}")
+          f"{m['params']:,} params -> {args.out}" + (f" ({args.format}; checkpoint {checkpoint})" if checkpoint != args.out else ""))
     if args.evaluate:
         acc = test_accuracy(data, args.data_dir, tta=data["recipe"].get("tta_flip", False))
         print(f"test accuracy: {acc:.4f} (10,000 test images)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from search.evaluation import evaluate_file, format_evaluation
+    result = evaluate_file(args.file, args.data_dir, args.tta)
+    print(json.dumps(result, indent=2) if args.json else format_evaluation(result))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from search.predict import predict_to_csv
+    n = predict_to_csv(args.file, args.input, args.out, tta=args.tta)
+    print(f"wrote {n:,} predictions to {args.out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from search.definition import load_study
+    from search.report import write_report
+    study, definition = load_study(_storage(args), args.study)
+    files = write_report(study, definition, args.out)
+    print(f"report of {args.study} in {args.out}: " + ", ".join(p.name for p in files))
     return 0
 
 
@@ -272,8 +300,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
     s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy")
     s.add_argument("--data-dir", help="CIFAR-10 folder for --evaluate")
-    s.add_argument("--format", choices=("checkpoint", "torchscript", "onnx"), default="checkpoint")
+    s.add_argument("--format", choices=("checkpoint", "torchscript", "onnx"), default="checkpoint",
+                   help="checkpoint: torch.load(FILE, weights_only=True) dict; torchscript/onnx: a graph that runs "
+                        "without this package, input float32 N x 3 x 32 x 32 pixels in [0, 1], output logits "
+                        "(the checkpoint is written beside it as .pt)")
     s.set_defaults(func=cmd_export_best)
+
+    s = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a model file")
+    s.add_argument("file", help="a file written by `search export-best`")
+    s.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data)")
+    s.add_argument("--tta", action="store_true", help="average logits over each image and its mirror")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="predict classes of unlabeled images into a competition CSV (ID,Labels)",
+                       description="Input: a pickle holding a dict with 'data' and 'ids' (N x 3072 channel-planar "
+                                   "uint8 as in the CIFAR batches, or N x 32 x 32 x 3 uint8), or a folder of 32x32 "
+                                   "PNG/JPEG files (file name without extension as ID). Pickles are loaded with a "
+                                   "restricted unpickler that admits numpy arrays, lists, dicts, strings and "
+                                   "numbers only: a file cannot run code when read. Output: CSV with header "
+                                   "ID,Labels and labels 0-9 in CIFAR-10 class order.")
+    s.add_argument("file", help="a file written by `search export-best`")
+    s.add_argument("--input", required=True, help="pickle file or image folder")
+    s.add_argument("--out", required=True, help="CSV to write")
+    s.add_argument("--tta", action="store_true", help="average logits over each image and its mirror")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("report", help="PNG plots and a Markdown summary of a study")
+    s.add_argument("--study", required=True)
+    s.add_argument("--out", required=True, help="folder to write into")
+    _add_storage(s)
+    s.set_defaults(func=cmd_report)
     return p
 
 

@@ -39,3 +39,49 @@ def test_accuracy(data: dict, data_dir: str | None, tta: bool) -> float:
     norm = info["normalization"]
     return evaluate(model, cifar.test, norm["mean"], norm["std"], "cuda" if torch.cuda.is_available() else "cpu",
                     tta=tta).accuracy
+
+
+class WithNormalization(torch.nn.Module):
+    """The exported graph takes float32 pixels in [0, 1], N x 3 x 32 x 32, and returns
+    logits: normalisation is inside, so the file runs without this package."""
+
+    def __init__(self, model: torch.nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def deployable(data: dict) -> WithNormalization:
+    model, info = load_model(data)
+    norm = info["normalization"]
+    return WithNormalization(model, norm["mean"], norm["std"]).eval()
+
+
+def export_torchscript(data: dict, out: str | Path) -> None:
+    import warnings
+    with warnings.catch_warnings():
+        # torch.jit is deprecated upstream, but TorchScript files still load in every
+        # PyTorch (C++ included) without Python code: what users ask this format for.
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(deployable(data), torch.rand(1, 3, 32, 32))
+    traced.save(str(out))
+
+
+def export_onnx(data: dict, out: str | Path) -> None:
+    try:
+        import onnxscript  # noqa: F401  (the torch.onnx exporter needs it)
+    except ImportError:
+        raise ValueError("--format onnx needs the onnx extra: pip install 'resnet-search[onnx]'") from None
+    import io
+    import logging
+    import contextlib
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        program = torch.onnx.export(deployable(data), (torch.rand(2, 3, 32, 32),), input_names=["images"],
+                                    output_names=["logits"], dynamic_shapes=({0: batch},), dynamo=True)
+    program.save(str(out))

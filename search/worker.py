@@ -143,15 +143,49 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
             RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, failed)
             print(f"[{opts.study}] trial {failed.number}: interrupted, re-queued to resume", flush=True)
             break
-        except sqlalchemy.exc.OperationalError as e:
-            # Lost database: the trial in flight is lost (its heartbeat stops, so it is retried
-            # elsewhere); wait for the database and carry on.
+        except Exception as e:
+            if _requeued_elsewhere(study, storage, getattr(objective, "current_trial_id", None)):
+                # A database outage killed Optuna's heartbeat thread, so a watchdog failed and
+                # re-queued this worker's trial while it ran; the retry resumes from its last
+                # checkpoint, and this worker moves on.
+                print(f"[{opts.study}] the running trial was re-queued by a watchdog ({type(e).__name__}); "
+                      f"carrying on", flush=True)
+                continue
+            cause = _caused_by(e, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                               optuna.exceptions.StorageInternalError)
+            if cause is None:
+                raise
+            # Lost database: the trial in flight stops beating and is re-queued once the
+            # database is back; wait for it and carry on.
             delay = DB_RETRY_SECONDS[min(failures, len(DB_RETRY_SECONDS) - 1)]
             failures += 1
-            print(f"[{opts.study}] database error ({str(e.orig).strip().splitlines()[0] if e.orig else e}); "
-                  f"retrying in {delay} s", flush=True)
+            reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+            print(f"[{opts.study}] database error ({reason}); retrying in {delay} s", flush=True)
             time.sleep(delay)
     return 0
+
+
+def _requeued_elsewhere(study: optuna.Study, storage, trial_id: int | None) -> bool:
+    if trial_id is None:
+        return False
+    try:
+        number = storage.get_trial(trial_id).number
+        return any(number in t.system_attrs.get("retry_history", ()) for t in study.get_trials(deepcopy=False))
+    except Exception:  # the database is still away: the caller's back-off handles that
+        return False
+
+
+def _caused_by(error: BaseException, *types: type) -> BaseException | None:
+    """The first exception of `types` in `error`'s chain (Optuna wraps driver errors, and a
+    storage failure inside its trial bookkeeping can surface as an unrelated exception)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, types):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def slots(gpus: str, per_gpu: int) -> list[str | None]:

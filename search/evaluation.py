@@ -1,0 +1,41 @@
+"""`search evaluate`: test accuracy, per-class accuracy and the confusion matrix of a model file."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from objectives.checkpoint import load_model
+from objectives.data import CLASSES, load_cifar10
+from objectives.train import evaluate
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def evaluate_file(path: str, data_dir: str | None, tta: bool) -> dict[str, Any]:
+    model, info = load_model(path, device())
+    test = load_cifar10(data_dir).test
+    norm = info["normalization"]
+    result = evaluate(model, test, norm["mean"], norm["std"], device(), tta=tta)
+    n = len(CLASSES)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    confusion.index_put_((test.labels, result.predictions), torch.ones_like(test.labels), accumulate=True)
+    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()
+    return {"file": str(path), "study": info.get("study"), "trial": info.get("trial"), "tta": tta,
+            "images": len(test), "accuracy": result.accuracy, "loss": result.loss,
+            "per_class_accuracy": dict(zip(CLASSES, per_class)),
+            "classes": list(CLASSES), "confusion_matrix": confusion.tolist()}
+
+
+def format_evaluation(r: dict[str, Any]) -> str:
+    short = [c[:5] for c in r["classes"]]
+    lines = [f"{r['file']}: test accuracy {r['accuracy']:.4f} on {r['images']:,} images"
+             f"{' (flip TTA)' if r['tta'] else ''}, loss {r['loss']:.4f}", "",
+             "per class: " + ", ".join(f"{c} {a:.3f}" for c, a in r["per_class_accuracy"].items()), "",
+             "confusion matrix (rows: true class, columns: predicted)",
+             f"{'':>11}" + "".join(f"{s:>7}" for s in short)]
+    for name, row in zip(r["classes"], r["confusion_matrix"]):
+        lines.append(f"{name:>11}" + "".join(f"{v:>7}" for v in row))
+    return "\n".join(lines)

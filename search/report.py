@@ -1,0 +1,152 @@
+"""`search report`: PNG plots a person reads at a glance, and a Markdown summary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from .definition import StudyDefinition  # noqa: E402
+from .status import summarize  # noqa: E402
+
+
+def _feasible(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "infeasible" not in t.user_attrs and t.value is not None]
+
+
+def plot_history(study, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    done = _feasible(study)
+    pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.intermediate_values]
+    ax.scatter([t.number for t in pruned], [max(t.intermediate_values.values()) for t in pruned], s=14,
+               color="0.65", label="pruned (best epoch so far)")
+    ax.scatter([t.number for t in done], [t.value for t in done], s=18, color="tab:blue", label="complete")
+    if done:
+        best, xs, ys = 0.0, [], []
+        for t in sorted(done, key=lambda t: t.number):
+            best = max(best, t.value)
+            xs.append(t.number)
+            ys.append(best)
+        ax.step(xs, ys, where="post", color="tab:red", label=f"best so far ({ys[-1]:.4f})")
+    ax.set(xlabel="trial", ylabel="validation accuracy", title=f"{study.study_name}: best accuracy over trials")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_params(study, budget: int, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    done = _feasible(study)
+    over = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "infeasible" in t.user_attrs]
+    ax.scatter([t.user_attrs["params"] / 1e6 for t in done], [t.value for t in done], s=18, color="tab:blue",
+               label="trained (complete)")
+    ax.scatter([t.user_attrs["params"] / 1e6 for t in over], [0] * len(over), marker="x", s=18, color="tab:red",
+               label="over budget (not trained)")
+    ax.axvline(budget / 1e6, color="black", linestyle="--", label=f"budget {budget / 1e6:g}M")
+    ax.set(xlabel="trainable parameters (millions)", ylabel="validation accuracy",
+           title="accuracy vs parameter count")
+    if over:
+        ax.set_xlim(0, max(budget / 1e6 * 1.6, min(max(t.user_attrs["params"] for t in over) / 1e6, budget / 1e6 * 4)))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_learning_curves(study, path: Path, top: int = 5) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    best = sorted(_feasible(study), key=lambda t: -t.value)[:top]
+    for t in best:
+        steps = sorted(t.intermediate_values)
+        ax.plot(steps, [t.intermediate_values[s] for s in steps], marker="o", markersize=3,
+                label=f"trial {t.number} ({t.value:.4f})")
+    ax.set(xlabel="epoch", ylabel="validation accuracy", title=f"learning curves of the top {len(best)} trials")
+    ax.grid(alpha=0.3)
+    if best:
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_importances(study, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    # Trained trials only: over-budget ones score 0 and would make "size" look all-important.
+    # Pruned trials count with the best accuracy they reported: early stops are information too.
+    trained = _feasible(study) + [
+        optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                  value=max(t.intermediate_values.values()))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.intermediate_values]
+    importances = {}
+    if len(trained) >= 3:
+        proxy = optuna.create_study(direction="maximize")
+        proxy.add_trials(trained)
+        try:
+            importances = optuna.importance.get_param_importances(proxy)
+        except (ValueError, RuntimeError):
+            importances = {}
+    if importances:
+        names = list(importances)[:15][::-1]
+        ax.barh(names, [importances[n] for n in names], color="tab:blue")
+        ax.set(xlabel="importance (PED-ANOVA, Optuna's default)",
+               title=f"hyperparameter importances ({len(trained)} trained trials)")
+    else:
+        ax.text(0.5, 0.5, f"not enough trained trials for importances ({len(trained)})", ha="center", va="center")
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_summary(study, definition: StudyDefinition, path: Path) -> None:
+    s = summarize(study)
+    c = s["counts"]
+    trials = study.get_trials(deepcopy=False)
+    compute = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                  if t.datetime_start and t.datetime_complete and "infeasible" not in t.user_attrs)
+    started = [t.datetime_start for t in trials if t.datetime_start]
+    ended = [t.datetime_complete for t in trials if t.datetime_complete]
+    wall = (max(ended) - min(started)).total_seconds() if started and ended else 0.0
+    lines = [f"# Study `{study.study_name}`", "",
+             f"Budget {definition.budget:,} trainable parameters; {definition.epochs} epochs per trial; "
+             f"validation split {definition.val_size:,} images (seed {definition.seed}); pruner {definition.pruner}.", "",
+             "| state | trials |", "|---|---:|"]
+    lines += [f"| {k} | {c[k]} |" for k in ("complete", "pruned", "infeasible", "fail", "running", "waiting")]
+    lines += ["", f"Time spent: {wall / 3600:.2f} h wall clock, {compute / 3600:.2f} h of trial time"
+              f" ({s['trials_per_hour'] or 0} trained trials per hour).", ""]
+    b = s["best"]
+    if b:
+        stages = ", ".join(f"{bl}x{ch} (F{f}, K{k})" for bl, ch, f, k in b["stages"])
+        r = b["recipe"]
+        lines += [f"## Best trial: {b['trial']}", "",
+                  f"- validation accuracy **{b['val_acc']:.4f}**",
+                  f"- {b['params']:,} trainable parameters, {b['macs'] / 1e6:.1f} MMACs per image",
+                  f"- stages (blocks x channels): {stages}; pool {b['pool_kernel']}",
+                  f"- {r.get('optimizer')}, lr {r.get('lr', 0):.3g}, batch {r.get('batch_size')}, {r.get('schedule')}, "
+                  f"{r.get('epochs')} epochs", ""]
+    else:
+        lines += ["## Best trial: none yet", ""]
+    lines += ["![best accuracy over trials](history.png)", "![accuracy vs parameters](accuracy_vs_params.png)",
+              "![learning curves](learning_curves.png)", "![importances](importances.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_report(study: optuna.Study, definition: StudyDefinition, out: str | Path) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "history.png", out / "accuracy_vs_params.png", out / "learning_curves.png",
+             out / "importances.png", out / "summary.md"]
+    plot_history(study, files[0])
+    plot_accuracy_vs_params(study, definition.budget, files[1])
+    plot_learning_curves(study, files[2])
+    plot_importances(study, files[3])
+    write_summary(study, definition, files[4])
+    return files

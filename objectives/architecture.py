@@ -83,12 +83,7 @@ class ArchConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ArchConfig":
-        if not isinstance(data, dict):
-            raise ValueError(f"architecture must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"architecture: unknown field(s) {', '.join(unknown)}")
+        fields_from_dict(cls, data, "architecture")
         if "stages" not in data or "pool_kernel" not in data:
             raise ValueError("architecture: 'stages' and 'pool_kernel' are required")
         stages = data["stages"]
@@ -113,6 +108,17 @@ class ArchConfig:
         except json.JSONDecodeError as e:
             raise ValueError(f"architecture: not valid JSON ({e})") from e
         return cls.from_dict(data)
+
+
+def fields_from_dict(cls: type, data: Any, where: str) -> dict[str, Any]:
+    """`data` checked to be a JSON object holding only `cls`'s dataclass fields."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return data
 
 
 def _is_int(x: Any) -> bool:

@@ -8,14 +8,13 @@ loaded with a restricted unpickler and validated (shapes, dtype, labels).
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .safe_pickle import UnsafePickleError, safe_load
+from .safe_pickle import BadPickle, UnsafePickleError, load_dict
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -68,14 +67,11 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except FileNotFoundError:
         raise DataError(f"{path}: missing batch file") from None
     try:
-        batch = safe_load(raw, encoding="bytes")
+        batch = load_dict(raw)
     except UnsafePickleError as e:
         raise DataError(f"{path}: {e}") from e
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
-        raise DataError(f"{path}: truncated or corrupt batch file ({type(e).__name__}: {e})") from e
-    if not isinstance(batch, dict):
-        raise DataError(f"{path}: not a CIFAR-10 batch (expected a dict, got {type(batch).__name__})")
-    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    except BadPickle as e:
+        raise DataError(f"{path}: truncated or corrupt batch file ({e})") from e
     if "data" not in batch or "labels" not in batch:
         raise DataError(f"{path}: not a CIFAR-10 batch (no 'data' or 'labels' entry)")
     data, labels = batch["data"], np.asarray(batch["labels"])

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .architecture import fields_from_dict
 from .space import TrialLike
 
 OPTIMIZERS = ("sgd", "sgd_nesterov", "adam", "adamw", "adadelta", "adagrad", "rmsprop")
@@ -77,11 +78,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"recipe: unknown field(s) {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**fields_from_dict(cls, data, "recipe"))
 
 
 def _pair(x: Any) -> tuple:
@@ -150,13 +147,7 @@ class RecipeSpace:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RecipeSpace":
-        if not isinstance(data, dict):
-            raise ValueError("space.recipe: must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"space.recipe: unknown field(s) {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**fields_from_dict(cls, data, "space.recipe"))
 
 
 def _range(trial: TrialLike, name: str, lo_hi: tuple, log: bool = False) -> float:

@@ -47,3 +47,21 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def safe_load(data: bytes, encoding: str = "bytes") -> Any:
     """Unpickle `data`, admitting only numpy arrays and builtin containers/values."""
     return _RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
+
+
+class BadPickle(ValueError):
+    """Truncated, corrupt, or not a pickled dict."""
+
+
+def load_dict(data: bytes) -> dict[str, Any]:
+    """Unpickle a dict (restricted as `safe_load`), with bytes keys decoded to str.
+    Raises UnsafePickleError for code, BadPickle for anything unreadable or not a dict."""
+    try:
+        obj = safe_load(data, encoding="bytes")
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+        raise BadPickle(f"{type(e).__name__}: {e}") from e
+    if not isinstance(obj, dict):
+        raise BadPickle(f"expected a dict, got {type(obj).__name__}")
+    return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .architecture import ACTIVATIONS, INPUT_SIDE, MAX_STAGES, ArchConfig, StageConfig
+from .architecture import ACTIVATIONS, INPUT_SIDE, MAX_STAGES, ArchConfig, StageConfig, fields_from_dict
 
 RANGE_FIELDS = ("num_stages", "blocks", "block_dropout", "head_dropout")
 
@@ -82,23 +82,7 @@ class ArchSpace:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ArchSpace":
-        if not isinstance(data, dict):
-            raise ValueError("space: must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"space: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ArchSpace":
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"space: not valid JSON ({e})") from e
+        return cls(**fields_from_dict(cls, data, "space.arch"))
 
 
 def pool_choices(num_stages: int) -> list[int]:

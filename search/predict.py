@@ -12,7 +12,6 @@ numbers only), so a file cannot run code when loaded.
 from __future__ import annotations
 
 import csv
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 
 from objectives.checkpoint import load_model
 from objectives.data import Split
-from objectives.safe_pickle import UnsafePickleError, safe_load
+from objectives.safe_pickle import BadPickle, UnsafePickleError, load_dict
 from objectives.train import evaluate
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -36,14 +35,11 @@ def _as_str(x) -> str:
 
 def read_pickle(path: Path) -> tuple[list[str], torch.Tensor]:
     try:
-        obj = safe_load(path.read_bytes(), encoding="bytes")
+        obj = load_dict(path.read_bytes())
     except UnsafePickleError as e:
         raise ValueError(f"{path}: {e}") from e
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
-        raise ValueError(f"{path}: not a readable pickle ({type(e).__name__})") from e
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a dict with 'data' and 'ids', got {type(obj).__name__}")
-    obj = {_as_str(k): v for k, v in obj.items()}
+    except BadPickle as e:
+        raise ValueError(f"{path}: not a readable pickle of a dict with 'data' and 'ids' ({e})") from e
     missing = [k for k in ("data", "ids") if k not in obj]
     if missing:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)} (has: {', '.join(sorted(obj)) or 'none'})")

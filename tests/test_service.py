@@ -247,3 +247,24 @@ def test_empty_study_export_and_enqueue(env, tmp_path):
     assert over.returncode == 1 and "11,173,962" in over.stderr
     waiting = load(env["SEARCH_STORAGE"], "empty").get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"]["stage4_channels"] == 256
+
+
+def test_per_gpu_slots_are_processes_and_stop_together(env, tmp_path):
+    """`--per-gpu 2` on a machine without GPUs: two CPU worker processes under one parent;
+    SIGTERM to the parent stops both cleanly and re-queues both trials in flight."""
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    search("create", "--study", "slots", "--storage", url, "--space", space_file(tmp_path, FIXED_SPACE),
+           "--val-size", "200", "--pruner", "none", env=env)
+    parent = worker(url, "slots", env, tmp_path / "w.log", "--per-gpu", "2")
+
+    def two_running():
+        running = [t for t in load(url, "slots").get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("resume_checkpoint")]
+        return running if len({t.user_attrs["worker"]["pid"] for t in running}) == 2 else None
+    running = wait_for(two_running, 240, "two trials running in two slot processes")
+    assert parent.pid not in {t.user_attrs["worker"]["pid"] for t in running}  # children do the work
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) == 0, (tmp_path / "w.log").read_text()
+    study = load(url, "slots")
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    requeued = {t.system_attrs["failed_trial"] for t in study.get_trials(states=(TrialState.WAITING,))}
+    assert requeued == {t.number for t in running}

@@ -1,12 +1,14 @@
 """Sampling architectures from the declared space with Optuna."""
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 import torch
 
 from objectives import build, count_params
-from objectives.space import ArchSpace, pool_choices, sample_arch
+from objectives.space import ArchSpace, SearchSpace, pool_choices, sample_arch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -54,8 +56,9 @@ def test_fixed_ranges_pin_the_sample():
 
 
 def test_space_json_round_trip_and_errors():
-    space = ArchSpace(channels=(16, 32), activations=("relu",))
-    assert ArchSpace.from_json(space.to_json()) == space
+    space = SearchSpace(arch=ArchSpace(channels=(16, 32), activations=("relu",)))
+    assert SearchSpace.from_json(json.dumps(space.to_dict())) == space
+    assert SearchSpace.from_dict({"arch": {"blocks": [2, 3]}}).arch.blocks == (2, 3)  # the rest: defaults
     with pytest.raises(ValueError, match="space.num_stages"):
         ArchSpace(num_stages=(0, 7))
     with pytest.raises(ValueError, match="space.conv_kernels"):

@@ -106,12 +106,14 @@ def _worker_options(args: argparse.Namespace):
     from storage.urls import resolve_storage_url
     return WorkerOptions(study=args.study, storage_url=resolve_storage_url(args.storage), data_dir=args.data_dir,
                          artifacts=args.artifacts, n_trials=args.n_trials, timeout=args.timeout,
-                         heartbeat=args.heartbeat, grace=args.grace, db_wait=args.db_wait)
+                         heartbeat=args.heartbeat, grace=args.grace, db_wait=args.db_wait, compile=args.compile)
 
 
 def _child_args(opts) -> list[str]:
     out = ["--study", opts.study, "--storage", opts.storage_url, "--heartbeat", str(opts.heartbeat),
            "--grace", str(opts.grace), "--db-wait", str(opts.db_wait)]
+    if opts.compile:
+        out.append("--compile")
     for flag, value in (("--data-dir", opts.data_dir), ("--artifacts", opts.artifacts),
                         ("--n-trials", opts.n_trials), ("--timeout", opts.timeout)):
         if value is not None:
@@ -236,6 +238,9 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heartbeat", type=_positive_int, default=20, metavar="SEC", help="heartbeat interval (default 20)")
     p.add_argument("--grace", type=_positive_int, default=60, metavar="SEC",
                    help="a trial without heartbeat this long is failed and retried (default 60)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each trial's model: faster steps after ~40 s of compiling per new "
+                        "architecture (measured on CPU), so it pays off only for long trials")
     p.add_argument("--slot-device", choices=("cpu", "cuda"), help=argparse.SUPPRESS)
 
 

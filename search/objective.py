@@ -50,9 +50,10 @@ def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class Objective:
     def __init__(self, definition: StudyDefinition, data: TrainData, device: torch.device, artifact_store,
-                 study_name: str, should_stop: Callable[[], bool] = lambda: False):
+                 study_name: str, should_stop: Callable[[], bool] = lambda: False, compile: bool = False):
         self.definition, self.data, self.device = definition, data, device
         self.store, self.study_name, self.should_stop = artifact_store, study_name, should_stop
+        self.compile = compile
 
     def __call__(self, trial: optuna.Trial) -> float:
         d = self.definition
@@ -77,7 +78,7 @@ class Objective:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         storage = trial.study._storage
         try:
-            trainer = Trainer(arch, recipe, self.data, self.device, seed=d.seed + trial.number)
+            trainer = Trainer(arch, recipe, self.data, self.device, seed=d.seed + trial.number, compile=self.compile)
         except torch.OutOfMemoryError as e:
             return self._fail(trial, f"out of memory building the model: {str(e).splitlines()[0]}")
         resumed_from = self._resume(trial, trainer)

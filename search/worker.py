@@ -44,6 +44,7 @@ class WorkerOptions:
     heartbeat: int = 20                # seconds between heartbeats of a running trial
     grace: int = 60                    # a trial silent this long is failed and retried
     db_wait: float = 60.0
+    compile: bool = False              # torch.compile each trial's model (pays off only for long trials)
 
 
 def trained_trials(study: optuna.Study) -> int:
@@ -116,7 +117,8 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     cifar = load_cifar10(opts.data_dir)
     data = prepare_data(cifar, definition.val_size, definition.seed, definition.train_limit)
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
-    objective = Objective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study, should_stop=stop)
+    objective = Objective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study, should_stop=stop,
+                          compile=opts.compile)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     watch_stale_trials(study, opts.heartbeat, stop)
 

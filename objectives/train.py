@@ -40,6 +40,12 @@ class TrainData:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def to(self, device: str | torch.device) -> "TrainData":
+        """The same data on `device`: a worker moves it once, and every trial's Trainer
+        then finds it there (its own .to() is a no-op)."""
+        move = lambda s: Split(s.images.to(device), s.labels.to(device))  # noqa: E731
+        return TrainData(move(self.train), move(self.val), self.mean, self.std)
+
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     x = images.double().div_(255)

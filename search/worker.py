@@ -117,6 +117,7 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     cifar = load_cifar10(opts.data_dir)
     data = prepare_data(cifar, definition.val_size, definition.seed, definition.train_limit)
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
+    data = data.to(dev)  # once per worker, not once per trial
     objective = Objective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study, should_stop=stop,
                           compile=opts.compile)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None

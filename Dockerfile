@@ -9,7 +9,9 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 
 # Heavy, rarely changing layer first: rebuilding after a code change skips it.
-RUN pip install --index-url "${TORCH_INDEX_URL}" torch torchvision
+# An empty TORCH_INDEX_URL takes pip's default index.
+RUN if [ -n "${TORCH_INDEX_URL}" ]; then pip install --index-url "${TORCH_INDEX_URL}" torch torchvision; \
+    else pip install torch torchvision; fi
 
 WORKDIR /opt/resnet-search
 COPY pyproject.toml README.md ./

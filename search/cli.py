@@ -347,5 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"search {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # an output path that cannot be written, a full disk, ...
+        print(f"search {args.command}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

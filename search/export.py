@@ -28,8 +28,11 @@ def export_best(study: optuna.Study, artifacts: str | None, out: str | Path) -> 
         raise ValueError(f"checkpoint of trial {best.number} is missing from the artifact store "
                          f"(wrong --artifacts directory?)") from None
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(data, out)
+    except (OSError, RuntimeError) as e:  # torch.save reports an unwritable path as RuntimeError
+        raise ValueError(f"{out}: cannot write the model file ({str(e).splitlines()[0]})") from None
     return data
 
 

@@ -12,6 +12,11 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from .urls import backend_of, redact
 
 
+# Server answers that mean the URL is wrong, not that the server is still starting.
+PERMANENT_ERRORS = ("does not exist", "password authentication failed", "no password supplied",
+                    "no pg_hba.conf entry")
+
+
 class StorageUnavailable(ValueError):
     """The database never accepted connections within the wait."""
 
@@ -42,8 +47,10 @@ def wait_for_database(url: str, timeout: float = 60.0, interval: float = 1.0) ->
                 with engine.connect():
                     return
             except sqlalchemy.exc.OperationalError as e:
+                reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+                if any(p in reason for p in PERMANENT_ERRORS):  # waiting cannot fix these
+                    raise StorageUnavailable(f"database {redact(url)} refused the connection: {reason}") from e
                 if time.monotonic() >= deadline:
-                    reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
                     raise StorageUnavailable(f"database {redact(url)} did not accept connections "
                                              f"within {timeout:g} s: {reason}") from e
                 time.sleep(interval)

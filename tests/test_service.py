@@ -237,6 +237,19 @@ def test_clear_errors(env, tmp_path, args, message):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_wrong_database_fails_at_once_not_after_the_wait(postgres, env):
+    url = postgres.url.rsplit("/", 1)[0] + "/nosuchdb"
+    started = time.monotonic()
+    line = one_line_error(search("status", "--study", "x", "--storage", url, "--db-wait", "60", env=env, check=False))
+    assert 'database "nosuchdb" does not exist' in line and time.monotonic() - started < 30
+
+
+def one_line_error(proc) -> str:
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    return line
+
+
 def test_empty_study_export_and_enqueue(env, tmp_path):
     env = dict(env, SEARCH_STORAGE=f"sqlite:///{tmp_path / 'search.db'}")
     search("create", "--study", "empty", env=env)

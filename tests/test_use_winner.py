@@ -21,7 +21,7 @@ from objectives.checkpoint import load_model, model_file
 from objectives.data import load_cifar10
 from objectives.recipe import Recipe
 from objectives.train import evaluate, prepare_data, train
-from tests.test_service import VARIED_SPACE, search, space_file
+from tests.test_service import VARIED_SPACE, one_line_error, search, space_file
 
 BIN = Path(sys.executable).parent
 
@@ -42,12 +42,6 @@ def trained(cifar_small, tmp_path_factory):
 @pytest.fixture
 def env(cifar_small):
     return dict(os.environ, SEARCH_DATA_DIR=str(cifar_small))
-
-
-def one_line_error(proc) -> str:
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    (line,) = proc.stderr.strip().splitlines()
-    return line
 
 
 def test_evaluate_reports_accuracy_per_class_and_confusion(trained, cifar_small, env):
@@ -192,3 +186,18 @@ def test_report_has_plots_and_names_the_best_trial(small_study, tmp_path):
     summary = (out / "summary.md").read_text()
     assert f"## Best trial: {study.best_trial.number}" in summary
     assert f"{study.best_trial.value:.4f}" in summary and "| pruned |" in summary
+
+
+def test_unwritable_outputs_are_one_line_errors(small_study, trained, unlabeled, tmp_path, env):
+    root, study_env = small_study
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "best.pt").mkdir()  # a directory where the file should go: unwritable, even for root
+    line = one_line_error(search("export-best", "--study", "winner", "--out", str(locked / "best.pt"),
+                                 env=study_env, check=False))
+    assert "cannot write" in line
+    images, ids = unlabeled
+    src = write_pickle(tmp_path / "in.pkl", {"data": images.reshape(len(images), 3072), "ids": ids})
+    line = one_line_error(search("predict", str(trained), "--input", str(src), "--out", str(locked / "best.pt"),
+                                 env=env, check=False))
+    assert "best.pt" in line

@@ -179,8 +179,8 @@ def cmd_export_best(args: argparse.Namespace) -> int:
     print(f"exported trial {data['trial']} of {data['study']}: val_acc {m['val_acc']:.4f}, "
           f"{m['params']:,} params -> {args.out}" + (f" ({args.format}; checkpoint {checkpoint})" if checkpoint != args.out else ""))
     if args.evaluate:
-        acc = test_accuracy(data, args.data_dir, tta=data["recipe"].get("tta_flip", False))
-        print(f"test accuracy: {acc:.4f} (10,000 test images)")
+        acc, n = test_accuracy(data, args.data_dir, tta=data["recipe"].get("tta_flip", False))
+        print(f"test accuracy: {acc:.4f} ({n:,} test images)")
     return 0
 
 

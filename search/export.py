@@ -36,12 +36,13 @@ def export_best(study: optuna.Study, artifacts: str | None, out: str | Path) -> 
     return data
 
 
-def test_accuracy(data: dict, data_dir: str | None, tta: bool) -> float:
+def test_accuracy(data: dict, data_dir: str | None, tta: bool) -> tuple[float, int]:
+    """(accuracy, number of images) on the test split."""
     model, info = load_model(data)
-    cifar = load_cifar10(data_dir)
+    test = load_cifar10(data_dir).test
     norm = info["normalization"]
-    return evaluate(model, cifar.test, norm["mean"], norm["std"], "cuda" if torch.cuda.is_available() else "cpu",
-                    tta=tta).accuracy
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return evaluate(model, test, norm["mean"], norm["std"], device, tta=tta).accuracy, len(test)
 
 
 class WithNormalization(torch.nn.Module):

@@ -1,6 +1,7 @@
 """`search report`: PNG plots a person reads at a glance, and a Markdown summary."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -61,17 +62,23 @@ def plot_accuracy_vs_params(study, budget: int, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_learning_curves(study, path: Path, top: int = 5) -> None:
+def plot_learning_curves(study, path: Path, top: int = 6) -> None:
+    """The top trials by best reported accuracy, complete (solid) and pruned (dashed)."""
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    best = sorted(_feasible(study), key=lambda t: -t.value)[:top]
+    trained = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+               if t.intermediate_values and "infeasible" not in t.user_attrs]
+    best = sorted(trained, key=lambda t: -max(t.intermediate_values.values()))[:top]
     for t in best:
         steps = sorted(t.intermediate_values)
+        pruned = t.state == TrialState.PRUNED
         ax.plot(steps, [t.intermediate_values[s] for s in steps], marker="o", markersize=3,
-                label=f"trial {t.number} ({t.value:.4f})")
+                linestyle="--" if pruned else "-",
+                label=f"trial {t.number} ({max(t.intermediate_values.values()):.4f}{', pruned' if pruned else ''})")
     ax.set(xlabel="epoch", ylabel="validation accuracy", title=f"learning curves of the top {len(best)} trials")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     if best:
-        ax.legend(loc="lower right")
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -90,7 +97,10 @@ def plot_importances(study, path: Path) -> None:
         proxy = optuna.create_study(direction="maximize")
         proxy.add_trials(trained)
         try:
-            importances = optuna.importance.get_param_importances(proxy)
+            with warnings.catch_warnings():
+                # "few trials per value" warnings: the title gives the trial count instead.
+                warnings.simplefilter("ignore")
+                importances = optuna.importance.get_param_importances(proxy)
         except (ValueError, RuntimeError):
             importances = {}
     if importances:

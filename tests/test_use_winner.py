@@ -177,10 +177,11 @@ def test_report_has_plots_and_names_the_best_trial(small_study, tmp_path):
     search("report", "--study", "winner", "--out", str(out), env=env)
     for name in ("history", "accuracy_vs_params", "learning_curves", "importances"):
         image = Image.open(out / f"{name}.png").convert("RGB")
-        pixels = np.asarray(image)
-        inked = (pixels < 200).any(axis=2).mean()  # share of non-white pixels: axes, marks, text
-        assert image.size[0] >= 600 and 0.02 < inked < 0.6, (name, inked)
-        assert len(image.getcolors(maxcolors=1 << 20)) > 30, name
+        pixels = np.asarray(image).astype(int)
+        # Axes and text are grey; data (dots, lines, bars) is drawn in colour. An empty plot has none.
+        coloured = (pixels.max(axis=2) - pixels.min(axis=2) > 60).sum()
+        inked = (pixels < 200).any(axis=2).mean()
+        assert image.size[0] >= 600 and coloured > 40 and inked < 0.6, (name, coloured, inked)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name="winner", storage=env["SEARCH_STORAGE"])
     summary = (out / "summary.md").read_text()

@@ -81,10 +81,6 @@ class Recipe:
         return cls(**fields_from_dict(cls, data, "recipe"))
 
 
-def _pair(x: Any) -> tuple:
-    return tuple(x)
-
-
 @dataclass(frozen=True)
 class RecipeSpace:
     """Ranges: `[low, high]` (a range with low == high is fixed, not searched); lists are choices."""
@@ -117,7 +113,7 @@ class RecipeSpace:
             if f.name == "lr":
                 if not isinstance(value, dict):
                     raise ValueError("space.recipe.lr: must map each optimizer to [low, high]")
-                object.__setattr__(self, "lr", {k: _pair(v) for k, v in value.items()})
+                object.__setattr__(self, "lr", {k: tuple(v) for k, v in value.items()})
                 continue
             if not isinstance(value, (list, tuple)) or not value:
                 raise ValueError(f"space.recipe.{f.name}: must be a non-empty list")
@@ -137,7 +133,7 @@ class RecipeSpace:
         bad = [s for s in self.schedules if s not in SCHEDULES]
         if bad:
             raise ValueError(f"space.recipe.schedules: unknown {bad}; known: {', '.join(SCHEDULES)}")
-        if self.lr and min(lo for lo, _ in self.lr.values()) <= 0 or self.weight_decay[0] < 0:
+        if any(lo <= 0 for lo, _ in self.lr.values()) or self.weight_decay[0] < 0:
             raise ValueError("space.recipe: lr ranges must be > 0 and weight_decay >= 0")
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,9 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .architecture import ACTIVATIONS, INPUT_SIDE, MAX_STAGES, ArchConfig, StageConfig, fields_from_dict
+
+if TYPE_CHECKING:
+    from .recipe import RecipeSpace
 
 RANGE_FIELDS = ("num_stages", "blocks", "block_dropout", "head_dropout")
 

@@ -106,6 +106,11 @@ def evaluate(model: nn.Module, split: Split, mean, std, device: str | torch.devi
     return EvalResult(float((pred == split.labels.cpu()).sum()) / n, float(loss_sum) / n, pred)
 
 
+def default_device() -> str:
+    """Where evaluation and prediction run: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _autocast(device: torch.device):
     # bf16 on CUDA: tensor-core speed without fp16's loss scaling; CPU stays fp32.
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)

@@ -7,18 +7,15 @@ import torch
 
 from objectives.checkpoint import load_model
 from objectives.data import CLASSES, load_cifar10
-from objectives.train import evaluate
-
-
-def device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from objectives.train import default_device, evaluate
 
 
 def evaluate_file(path: str, data_dir: str | None, tta: bool) -> dict[str, Any]:
-    model, info = load_model(path, device())
+    device = default_device()
+    model, info = load_model(path, device)
     test = load_cifar10(data_dir).test
     norm = info["normalization"]
-    result = evaluate(model, test, norm["mean"], norm["std"], device(), tta=tta)
+    result = evaluate(model, test, norm["mean"], norm["std"], device, tta=tta)
     n = len(CLASSES)
     confusion = torch.zeros(n, n, dtype=torch.long)
     confusion.index_put_((test.labels, result.predictions), torch.ones_like(test.labels), accumulate=True)

@@ -8,7 +8,7 @@ import torch
 
 from objectives.checkpoint import load_model
 from objectives.data import load_cifar10
-from objectives.train import evaluate
+from objectives.train import default_device, evaluate
 from storage.artifacts import download_torch, open_artifact_store
 
 from .status import best_feasible
@@ -41,8 +41,7 @@ def test_accuracy(data: dict, data_dir: str | None, tta: bool) -> tuple[float, i
     model, info = load_model(data)
     test = load_cifar10(data_dir).test
     norm = info["normalization"]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return evaluate(model, test, norm["mean"], norm["std"], device, tta=tta).accuracy, len(test)
+    return evaluate(model, test, norm["mean"], norm["std"], default_device(), tta=tta).accuracy, len(test)
 
 
 class WithNormalization(torch.nn.Module):

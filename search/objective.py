@@ -54,6 +54,7 @@ class Objective:
         self.definition, self.data, self.device = definition, data, device
         self.store, self.study_name, self.should_stop = artifact_store, study_name, should_stop
         self.compile = compile
+        self.current_trial_id: int | None = None  # the trial in flight, for the worker's fault handling
 
     def __call__(self, trial: optuna.Trial) -> float:
         d = self.definition

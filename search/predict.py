@@ -20,7 +20,7 @@ import torch
 from objectives.checkpoint import load_model
 from objectives.data import Split
 from objectives.safe_pickle import BadPickle, UnsafePickleError, load_dict
-from objectives.train import evaluate
+from objectives.train import default_device, evaluate
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -98,7 +98,7 @@ def read_inputs(path: str) -> tuple[list[str], torch.Tensor]:
 
 def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool = False) -> int:
     ids, images = read_inputs(input_path)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     model, info = load_model(model_path, device)
     norm = info["normalization"]
     dummy = torch.zeros(len(ids), dtype=torch.long)

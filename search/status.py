@@ -6,9 +6,6 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-KEY_PARAMS = ("optimizer", "batch_size", "schedule", "activation", "num_stages")
-
-
 def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
               if "infeasible" not in t.user_attrs and t.value is not None]

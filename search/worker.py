@@ -147,7 +147,7 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
             print(f"[{opts.study}] trial {failed.number}: interrupted, re-queued to resume", flush=True)
             break
         except Exception as e:
-            if _requeued_elsewhere(study, storage, getattr(objective, "current_trial_id", None)):
+            if _requeued_elsewhere(study, storage, objective.current_trial_id):
                 # A database outage killed Optuna's heartbeat thread, so a watchdog failed and
                 # re-queued this worker's trial while it ran; the retry resumes from its last
                 # checkpoint, and this worker moves on.

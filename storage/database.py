@@ -63,8 +63,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     """An RDBStorage for `url`. With a heartbeat, trials of workers that stop beating
     for `grace_period` seconds are failed and re-queued (up to `max_retry` times),
     keeping their intermediate values so the retry can resume from its checkpoint."""
-    backend_of(url)
-    if backend_of(url) != "sqlite":
+    if backend_of(url) != "sqlite":  # also rejects a bad URL before anything is opened
         wait_for_database(url, timeout=wait)
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import random
 
-import optuna
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode

@@ -128,7 +128,7 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> to
     o, lr, m = recipe.optimizer, recipe.lr, recipe.momentum
     fused = device.type == "cuda"  # one kernel for the whole update instead of one per tensor
     if o in ("sgd", "sgd_nesterov"):
-        return torch.optim.SGD(groups, lr=lr, momentum=m, nesterov=o == "sgd_nesterov")
+        return torch.optim.SGD(groups, lr=lr, momentum=m, nesterov=o == "sgd_nesterov", fused=fused)
     if o == "adam":
         return torch.optim.Adam(groups, lr=lr, fused=fused)
     if o == "adamw":
@@ -280,7 +280,7 @@ class Trainer:
                     self.best_val_acc, self.best_epoch = ev.accuracy, self.epoch
                     self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()}
                 metrics.update(epoch=self.epoch, val_acc=ev.accuracy, val_loss=ev.loss, lr=lr,
-                               epoch_seconds=time.perf_counter() - t0,
+                               epoch_seconds=time.perf_counter() - t0, train_seconds=train_seconds,
                                images_per_second=metrics.pop("train_images") / train_seconds, is_best=is_best)
                 self.history.append(metrics)
                 if on_epoch is not None and on_epoch(self.epoch, metrics):

@@ -272,14 +272,17 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 metrics = self.train_epoch()
                 train_seconds = time.perf_counter() - t0
+                # Without a validation split (a final run on all training images) the latest
+                # epoch is the best one known: its weights are kept, and val_acc is None.
                 ev = evaluate(self.eval_model, self.val, self.data.mean, self.data.std, self.device,
-                              tta=self.recipe.tta_flip)
+                              tta=self.recipe.tta_flip) if len(self.val) else None
                 self.epoch += 1
-                is_best = ev.accuracy > self.best_val_acc
+                is_best = ev is None or ev.accuracy > self.best_val_acc
                 if is_best:
-                    self.best_val_acc, self.best_epoch = ev.accuracy, self.epoch
+                    self.best_epoch = self.epoch
+                    self.best_val_acc = ev.accuracy if ev is not None else self.best_val_acc
                     self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()}
-                metrics.update(epoch=self.epoch, val_acc=ev.accuracy, val_loss=ev.loss, lr=lr,
+                metrics.update(epoch=self.epoch, val_acc=ev.accuracy if ev else None, val_loss=ev.loss if ev else None, lr=lr,
                                epoch_seconds=time.perf_counter() - t0, train_seconds=train_seconds,
                                images_per_second=metrics.pop("train_images") / train_seconds, is_best=is_best)
                 self.history.append(metrics)

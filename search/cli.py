@@ -126,22 +126,35 @@ def cmd_worker(args: argparse.Namespace) -> int:
     opts = _worker_options(args)
     if args.slot_device:  # a child started by a parent worker
         return run_slot(opts, args.slot_device)
+    import optuna
+    from optuna.trial import TrialState
     from search.definition import load_study
-    load_study(_storage(args), args.study)  # unknown study: fail here, once, not in every child
+    # unknown study: fail here, once, not in every child
+    study, definition = load_study(_storage(args, heartbeat=True), args.study)
+    if definition.final is not None:  # its queue is all there is: no queue, no work (Optuna would sample)
+        optuna.storages.fail_stale_trials(study)  # a killed run's trial goes back to the queue first
+    if definition.final is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        print(f"study {args.study}: no final run waiting (all done or running); see `search status --study {args.study}`")
+        return 0
     return run_worker(opts, args.gpus, args.per_gpu, _child_args(opts))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cmd_create(args)
+    if not _is_final_study(args):  # a finalize study exists already, with its own definition
+        cmd_create(args)
     return cmd_worker(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from search.definition import load_study
     from search.status import format_summary, summarize
-    study, _ = load_study(_storage(args), args.study)
+    study, definition = load_study(_storage(args), args.study)
     summary = summarize(study)
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if definition.final is not None:
+        from search.finalize import final_results, format_final
+        summary["final"] = final_results(study, definition)
+    print(json.dumps(summary, indent=2) if args.json else
+          format_summary(summary) + ("\n" + format_final(summary["final"]) if "final" in summary else ""))
     return 0
 
 
@@ -158,26 +171,57 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         params = arch_to_params(arch, definition.space.arch)
     except ValueError as e:
         raise ValueError(f"preset {args.preset} cannot be expressed in this study's space: {e}") from None
-    study.enqueue_trial(params, user_attrs={"preset": args.preset}, skip_if_exists=True)
-    print(f"enqueued {args.preset} ({n:,} params) in study {args.study}; its recipe is sampled")
+    attrs = {"preset": args.preset}
+    if args.with_recipe:
+        from objectives.published import get_published_recipe
+        from search.finalize import PUBLISHED_ATTR
+        from search.objective import FIXED_RECIPE_ATTR
+        published = get_published_recipe(args.preset)
+        attrs.update({FIXED_RECIPE_ATTR: published.recipe.to_dict(), PUBLISHED_ATTR: args.preset})
+    study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
+    r = attrs.get("fixed_recipe")
+    print(f"enqueued {args.preset} ({n:,} params) in study {args.study}; " +
+          (f"its published recipe: {r['optimizer']} lr {r['lr']:g}, {r['schedule']}, {r['epochs']} epochs, batch "
+           f"{r['batch_size']} (not pruned)" if r else "its recipe is sampled"))
     return 0
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
     from search.definition import load_study
     from search.export import export_best, export_onnx, export_torchscript, test_accuracy
-    study, _ = load_study(_storage(args), args.study)
+    storage = _storage(args)
+    chosen, how = None, None
+    if args.final:
+        if args.max_params or args.max_macs:
+            raise ValueError("--final exports the best finalized model; --max-params/--max-macs pick among search trials")
+        from search.finalize import best_final, open_final
+        study, definition = open_final(storage, args.study)
+        chosen, how = best_final(study, definition)
+    else:
+        study, _ = load_study(storage, args.study)
+        if args.max_params or args.max_macs:
+            from search.pareto import best_within
+            chosen = best_within(study.get_trials(deepcopy=False), args.max_params, args.max_macs)
+            if chosen is None:
+                limits = " and ".join(f"{v:,} {k}" for k, v in (("params", args.max_params), ("MACs", args.max_macs)) if v)
+                raise ValueError(f"study {args.study!r} has no completed trial within {limits}")
     checkpoint = args.out if args.format == "checkpoint" else str(Path(args.out).with_suffix(".pt"))
     if checkpoint == args.out and args.format != "checkpoint":
         checkpoint = args.out + ".checkpoint.pt"
-    data = export_best(study, args.artifacts, checkpoint)
+    data = export_best(study, args.artifacts, checkpoint, chosen)
     if args.format == "torchscript":
         export_torchscript(data, args.out)
     elif args.format == "onnx":
         export_onnx(data, args.out)
     m = data["metrics"]
-    print(f"exported trial {data['trial']} of {data['study']}: val_acc {m['val_acc']:.4f}, "
+    val = f"val_acc {m['val_acc']:.4f}" if m.get("val_acc") is not None else "no validation split"
+    print(f"exported trial {data['trial']} of {data['study']}: {val}, "
           f"{m['params']:,} params -> {args.out}" + (f" ({args.format}; checkpoint {checkpoint})" if checkpoint != args.out else ""))
+    if "final" in data:
+        f = data["final"]
+        print(f"  final run of trial {f['source_trial']} of {f['source_study']} (search rank {f['search_rank']}), seed "
+              f"{f['seed']}, {f['training']['epochs']} epochs on {f['training']['train_images']:,} images; "
+              f"test_acc {m['test_acc']:.4f}; chosen by {how}")
     if args.evaluate:
         acc, n = test_accuracy(data, args.data_dir, tta=data["recipe"].get("tta_flip", False))
         print(f"test accuracy: {acc:.4f} ({n:,} test images)")
@@ -203,7 +247,48 @@ def cmd_report(args: argparse.Namespace) -> int:
     from search.report import write_report
     study, definition = load_study(_storage(args), args.study)
     files = write_report(study, definition, args.out)
+    from search.finalize import write_final_section
+    from search.pareto import write_front_section
+    files += write_front_section(study, Path(args.out))
+    if definition.final is not None:
+        files += write_final_section(study, definition, Path(args.out))
     print(f"report of {args.study} in {args.out}: " + ", ".join(p.name for p in files))
+    return 0
+
+
+def _is_final_study(args: argparse.Namespace) -> bool:
+    from search.definition import StudyNotFound, load_study
+    try:
+        return load_study(_storage(args), args.study)[1].final is not None
+    except StudyNotFound:
+        return False
+
+
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from search.finalize import EPOCHS_FACTOR, finalize
+    study, enqueued = finalize(_storage(args), args.study, args.top, args.epochs, args.seeds, args.full_train,
+                               args.final_study)
+    data = "all training images (no validation split)" if args.full_train else "the search's train split (validation kept)"
+    if not enqueued:
+        print(f"study {study.study_name}: every run was enqueued before; train with "
+              f"`search worker --study {study.study_name}`")
+        return 0
+    configs = sorted({(e["search_rank"], e["source_trial"], e["epochs"]) for e in enqueued})
+    print(f"study {study.study_name}: enqueued {len(enqueued)} runs ({len(configs)} configurations x up to "
+          f"{args.seeds} seeds) on {data}" + ("" if args.epochs else f"; epochs: {EPOCHS_FACTOR} x the search's, "
+                                                                        f"or a published recipe's own"))
+    for rank, trial, epochs in configs:
+        print(f"  search rank {rank}: trial {trial}, {epochs} epochs")
+    print(f"train them with `search worker --study {study.study_name}` (any number of workers and hosts)")
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from search.definition import load_study
+    from search.pareto import format_front, front_rows
+    study, _ = load_study(_storage(args), args.study)
+    rows = front_rows(study)
+    print(json.dumps(rows, indent=2) if args.json else format_front(rows, args.study))
     return 0
 
 
@@ -295,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("enqueue", help="queue a preset architecture as the study's next trial (warm start)")
     s.add_argument("--study", required=True)
     s.add_argument("--preset", required=True, help="a name from `search presets`")
+    s.add_argument("--with-recipe", action="store_true",
+                   help="train it with the recipe its report published (epochs included, never pruned) "
+                        "instead of a sampled one; see objectives/published.py")
     _add_storage(s)
     s.set_defaults(func=cmd_enqueue)
 
@@ -309,7 +397,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint: torch.load(FILE, weights_only=True) dict; torchscript/onnx: a graph that runs "
                         "without this package, input float32 N x 3 x 32 x 32 pixels in [0, 1], output logits "
                         "(the checkpoint is written beside it as .pt)")
+    s.add_argument("--final", action="store_true",
+                   help="export the best finalized model (of STUDY.final, or of STUDY when it is a finalize study)")
+    s.add_argument("--max-params", type=_positive_int, metavar="N", help="the best trial with at most N parameters")
+    s.add_argument("--max-macs", type=_positive_int, metavar="M", help="the best trial with at most M MACs per image")
     s.set_defaults(func=cmd_export_best)
+
+    s = sub.add_parser("finalize", help="retrain the top trials longer, several seeds each, as trials of STUDY.final",
+                       description="Enqueue the final runs of the top-K feasible configurations of a search (by "
+                                   "validation accuracy) in a companion study; `search worker --study STUDY.final` "
+                                   "trains and tests them, `search status`/`report` show mean ± std test accuracy "
+                                   "and the rank correlation with the search.")
+    s.add_argument("--study", required=True, help="the search study")
+    s.add_argument("--top", type=_positive_int, default=3, help="configurations to finalize (default 3)")
+    s.add_argument("--epochs", type=_positive_int,
+                   help="epochs of each final run (default: 5 x the search's epochs; a published recipe keeps its own)")
+    s.add_argument("--seeds", type=_positive_int, default=3, help="runs per configuration, seeds 0..N-1 (default 3)")
+    s.add_argument("--full-train", action="store_true",
+                   help="train on all 50,000 images (no validation split; the last epoch is kept)")
+    s.add_argument("--final-study", metavar="NAME", help="companion study name (default: STUDY.final)")
+    _add_storage(s)
+    s.set_defaults(func=cmd_finalize)
+
+    s = sub.add_parser("pareto", help="the non-dominated trials: validation accuracy vs parameters and vs MACs")
+    s.add_argument("--study", required=True)
+    s.add_argument("--json", action="store_true")
+    _add_storage(s)
+    s.set_defaults(func=cmd_pareto)
 
     s = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a model file")
     s.add_argument("file", help="a file written by `search export-best`")

@@ -29,11 +29,13 @@ class StudyDefinition:
     train_limit: int | None = None   # keep only this many training images (smoke studies)
     pruner: str = "hyperband"
     sampler: str = "tpe"
+    # A companion study of `search finalize` (search/finalize.py): what it retrains, from where.
+    final: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.budget < 1:
             raise ValueError(f"budget: must be positive, got {self.budget}")
-        if self.val_size < 1:
+        if self.val_size < (0 if self.final and self.final.get("full_train") else 1):  # 0: all images train
             raise ValueError(f"val_size: must be positive, got {self.val_size}")
         if self.pruner not in PRUNERS:
             raise ValueError(f"pruner: must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
@@ -49,6 +51,8 @@ class StudyDefinition:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["space"] = self.space.to_dict()
+        if d["final"] is None:  # search studies keep the stored form they had before finalize existed
+            del d["final"]
         return d
 
     @classmethod

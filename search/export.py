@@ -14,8 +14,10 @@ from storage.artifacts import download_torch, open_artifact_store
 from .status import best_feasible
 
 
-def export_best(study: optuna.Study, artifacts: str | None, out: str | Path) -> dict:
-    best = best_feasible(study)
+def export_best(study: optuna.Study, artifacts: str | None, out: str | Path,
+                trial: optuna.trial.FrozenTrial | None = None) -> dict:
+    """Write the checkpoint of `trial` (default: the best feasible trial) to `out`."""
+    best = trial or best_feasible(study)
     if best is None:
         raise ValueError(f"study {study.study_name!r} has no completed trial within budget yet: nothing to export")
     artifact = best.user_attrs.get("model_artifact")

@@ -19,7 +19,7 @@ import torch
 
 from objectives import count_macs, count_params
 from objectives.checkpoint import model_file
-from objectives.recipe import sample_recipe
+from objectives.recipe import Recipe, sample_recipe
 from objectives.space import sample_arch
 from objectives.train import TrainData, Trainer
 from storage.artifacts import download_torch, remove_artifact, upload_torch
@@ -27,6 +27,11 @@ from storage.artifacts import download_torch, remove_artifact, upload_torch
 from .definition import StudyDefinition
 
 BUDGET_CONSTRAINT = "params_over_budget"  # params - budget: <= 0 is feasible
+# An enqueued trial may fix what is otherwise drawn: its recipe (`search enqueue --with-recipe`,
+# `search finalize`) and its training seed. A fixed recipe's run is never pruned: its
+# schedule is not the study's, so the pruner's rungs do not compare it fairly.
+FIXED_RECIPE_ATTR = "fixed_recipe"
+SEED_ATTR = "seed"
 
 
 class TrialFailed(RuntimeError):
@@ -63,7 +68,8 @@ class Objective:
             if trial.user_attrs.get(inherited):
                 trial.set_user_attr(inherited, None)
         arch = sample_arch(trial, d.space.arch)
-        recipe = sample_recipe(trial, d.space.recipe)
+        fixed_recipe = trial.user_attrs.get(FIXED_RECIPE_ATTR)
+        recipe = Recipe.from_dict(fixed_recipe) if fixed_recipe else sample_recipe(trial, d.space.recipe)
         params = count_params(arch)
         trial.set_user_attr("params", params)
         trial.set_user_attr("macs", count_macs(arch))
@@ -79,7 +85,8 @@ class Objective:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         storage = trial.study._storage
         try:
-            trainer = Trainer(arch, recipe, self.data, self.device, seed=d.seed + trial.number, compile=self.compile)
+            trainer = Trainer(arch, recipe, self.data, self.device, seed=trial.user_attrs.get(SEED_ATTR, d.seed + trial.number),
+                              compile=self.compile)
         except torch.OutOfMemoryError as e:
             return self._fail(trial, f"out of memory building the model: {str(e).splitlines()[0]}")
         resumed_from = self._resume(trial, trainer)
@@ -88,7 +95,8 @@ class Objective:
 
         def on_epoch(epoch: int, metrics: dict[str, Any]) -> bool:
             nonlocal previous
-            trial.report(metrics["val_acc"], epoch)
+            if metrics["val_acc"] is not None:  # None: no validation split (final training on all images)
+                trial.report(metrics["val_acc"], epoch)
             trial.set_user_attr("curve", _curve(trainer.history))
             if epoch < recipe.epochs:
                 ckpt_id = upload_torch(self.store, trial, trainer.checkpoint(), f"resume-epoch{epoch}.pt", storage)
@@ -96,7 +104,7 @@ class Objective:
                 trial.set_user_attr("resume_checkpoint", current)
                 self._remove_own(trial, previous)
                 previous = current
-            return trial.should_prune()
+            return not fixed_recipe and trial.should_prune()
 
         result = trainer.run(on_epoch, should_stop=self.should_stop)
         seconds = time.perf_counter() - started
@@ -111,10 +119,12 @@ class Objective:
             trial.set_user_attr("images_per_second", round(sum(h["images_per_second"] for h in trained) / len(trained), 1))
         if result.best_state is not None:
             metrics = {"val_acc": result.best_val_acc, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
+            if result.status == "completed":
+                metrics.update(self.completed_metrics(trial, arch, result))
             model_id = upload_torch(self.store, trial, model_file(
                 arch, recipe.to_dict(), result.best_state, self.data.mean, self.data.std, metrics,
                 data={"val_size": d.val_size, "seed": d.seed, "train_limit": d.train_limit},
-                study=self.study_name, trial=trial.number), "model.pt", storage)
+                study=self.study_name, trial=trial.number, **self.model_info(trial)), "model.pt", storage)
             trial.set_user_attr("model_artifact", model_id)
             trial.set_user_attr("best_epoch", result.best_epoch)
         if previous:  # the run is over: its resume checkpoint is no longer needed
@@ -124,6 +134,18 @@ class Objective:
             return self._fail(trial, result.reason)
         if result.status == "stopped":
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
+        return self.trial_value(trial, result)
+
+    # Hooks for objectives that train fixed configurations (search/finalize.py).
+    def completed_metrics(self, trial: optuna.Trial, arch, result) -> dict[str, Any]:
+        """Extra metrics of a completed run, stored in its model file."""
+        return {}
+
+    def model_info(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Extra top-level entries of the trial's model file."""
+        return {}
+
+    def trial_value(self, trial: optuna.Trial, result) -> float:
         return result.best_val_acc
 
     def _resume(self, trial: optuna.Trial, trainer: Trainer) -> int:

@@ -58,7 +58,8 @@ def format_summary(s: dict[str, Any]) -> str:
     if b:
         r = b["recipe"]
         stages = " ".join(f"{bl}x{ch}(F{f},K{k})" for bl, ch, f, k in b["stages"])
-        lines += [f"  best: trial {b['trial']}, val_acc {b['val_acc']:.4f}, {b['params']:,} params, "
+        metric = "test_acc" if s.get("final") else "val_acc"  # a finalize study's value is test accuracy
+        lines += [f"  best: trial {b['trial']}, {metric} {b['val_acc']:.4f}, {b['params']:,} params, "
                   f"{b['macs'] / 1e6:.1f} MMACs",
                   f"    stages {stages}, pool {b['pool_kernel']}",
                   f"    {r.get('optimizer')} lr {r.get('lr', 0):.3g}, batch {r.get('batch_size')}, "

@@ -86,7 +86,8 @@ def _log_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         what = f"failed: {a.get('fail_reason') or 'see the log'}"
     else:
         value = t.value if t.state == TrialState.COMPLETE else (max(t.intermediate_values.values()) if t.intermediate_values else float('nan'))
-        what = f"{t.state.name.lower()} val_acc {value:.4f}, {a.get('params', 0):,} params, {a.get('seconds', 0):.0f} s"
+        metric = "test_acc" if "test_acc" in a else "val_acc"  # a final run's value is its test accuracy
+        what = f"{t.state.name.lower()} {metric} {value:.4f}, {a.get('params', 0):,} params, {a.get('seconds', 0):.0f} s"
     print(f"[{study.study_name}] trial {t.number}: {what}", flush=True)
 
 
@@ -118,8 +119,13 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     data = prepare_data(cifar, definition.val_size, definition.seed, definition.train_limit)
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     data = data.to(dev)  # once per worker, not once per trial
-    objective = Objective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study, should_stop=stop,
-                          compile=opts.compile)
+    if definition.final is not None:  # a `search finalize` study: fixed configurations, tested at the end
+        from .finalize import FinalObjective
+        objective = FinalObjective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study,
+                                   should_stop=stop, compile=opts.compile, test=cifar.test)
+    else:
+        objective = Objective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study, should_stop=stop,
+                              compile=opts.compile)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     watch_stale_trials(study, opts.heartbeat, stop)
 

@@ -1,0 +1,176 @@
+"""From the best trial to the best model: finalize (a companion study trained by the ordinary
+workers, killed and resumed), export-best --final, the Pareto front by size and export within
+a smaller budget, and the report's sections. Real processes on a real SQLite study."""
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.definition import load_study
+from search.finalize import FINAL_ATTR, spearman
+from search.objective import FIXED_RECIPE_ATTR, SEED_ATTR
+from search.pareto import best_within, pareto_front
+from tests.test_service import env, load, one_line_error, search, space_file, wait_for, worker  # noqa: F401
+
+# Two stages of one block, three widths, two schedules: trials differ in size and accuracy.
+SMALL_SPACE = {
+    "arch": {"num_stages": [2, 2], "blocks": [1, 1], "channels": [8, 16, 32], "conv_kernels": [3], "skip_kernels": [1],
+             "stem_kernels": [3], "stem_widths": [None], "stem_se_ratios": [0], "se_ratios": [0],
+             "activations": ["relu"], "block_dropout": [0.0, 0.0], "head_dropout": [0.0, 0.0]},
+    "recipe": {"optimizers": ["sgd_nesterov"], "batch_sizes": [64], "epochs": [2, 2], "crop_paddings": [2],
+               "padding_modes": ["reflect"], "schedules": ["onecycle", "step"], "decay_bn_and_bias": [False],
+               "cutouts": [0], "mixup_alphas": [0.0], "rotations": [0.0], "ema_decays": [0.0],
+               "grad_clip_modes": ["none"], "lr": {"sgd_nesterov": [0.02, 0.2]}, "momentum": [0.9, 0.9],
+               "weight_decay": [0.0005, 0.0005], "label_smoothing": [0.0, 0.0]},
+}
+
+
+def test_finalize_trains_k_by_n_runs_resumes_a_killed_one_and_exports(env, tmp_path):
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    search("create", "--study", "s", "--storage", url, "--space", space_file(tmp_path, SMALL_SPACE),
+           "--val-size", "200", "--pruner", "none", env=env)
+    search("worker", "--study", "s", "--storage", url, "--gpus", "none", "--n-trials", "4", env=env)
+    trials = load(url, "s").get_trials()
+
+    # The Pareto front and the best model within a smaller budget, from the same study.
+    front = json.loads(search("pareto", "--study", "s", "--storage", url, "--json", env=env).stdout)
+    assert [r["trial"] for r in front["params"]] == [t.number for t in pareto_front(trials, "params")]
+    sizes = sorted({t.user_attrs["params"] for t in trials})
+    limit = sizes[0]  # the smallest design's size: larger ones are out
+    small = best_within(trials, max_params=limit)
+    search("export-best", "--study", "s", "--storage", url, "--max-params", str(limit), "--out",
+           str(tmp_path / "small.pt"), env=env)
+    exported = subprocess.run([sys.executable, "-c", f"import torch; d = torch.load({str(tmp_path / 'small.pt')!r}, "
+                               f"weights_only=True); print(d['trial'], d['metrics']['params'])"],
+                              env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert int(exported[0]) == small.number and int(exported[1]) <= limit
+    assert "within 1 params" in one_line_error(search("export-best", "--study", "s", "--storage", url, "--max-params",
+                                                      "1", "--out", str(tmp_path / "x.pt"), env=env, check=False))
+
+    # finalize only enqueues: top 2 configurations x 2 seeds, 4 epochs each (the search ran 2).
+    out = search("finalize", "--study", "s", "--storage", url, "--top", "2", "--seeds", "2", "--epochs", "4", env=env).stdout
+    assert "enqueued 4 runs" in out
+    final, definition = load_study(optuna.storages.RDBStorage(url), "s.final")  # stored and checked like any study
+    assert definition.final["source"] == "s" and definition.final["seeds"] == 2 and definition.pruner == "none"
+    ranked = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))
+    assert definition.final["source_trials"] == [t.number for t in ranked[:2]]
+    waiting = final.get_trials(states=(TrialState.WAITING,))
+    assert sorted((t.user_attrs[FINAL_ATTR]["source_trial"], t.user_attrs[SEED_ATTR]) for t in waiting) == \
+        sorted((t.number, seed) for t in ranked[:2] for seed in (0, 1))
+    assert all(t.user_attrs[FIXED_RECIPE_ATTR]["epochs"] == 4 for t in waiting)
+    again = search("finalize", "--study", "s", "--storage", url, "--top", "2", "--seeds", "2", "--epochs", "4", env=env)
+    assert "enqueued before" in again.stdout and len(load(url, "s.final").trials) == 4
+    assert "--final-study" in one_line_error(search("finalize", "--study", "s", "--storage", url, "--top", "3",
+                                                    "--epochs", "4", env=env, check=False))
+
+    # A worker is killed mid-run; the next one fails its trial (stale heartbeat) and resumes it.
+    hb = ["--heartbeat", "1", "--grace", "2"]
+    victim = worker(url, "s.final", env, tmp_path / "victim.log", *hb)
+
+    def running_with_checkpoint():
+        for t in load(url, "s.final").get_trials(states=(TrialState.RUNNING,)):
+            if (t.user_attrs.get("resume_checkpoint") or {}).get("epoch", 0) >= 1:
+                return t
+    killed = wait_for(running_with_checkpoint, 240, "a final run with an epoch checkpoint")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    search("worker", "--study", "s.final", "--storage", url, "--gpus", "none", *hb, env=env, timeout=600)
+
+    final = load(url, "s.final")
+    done = final.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted((t.user_attrs[FINAL_ATTR]["source_trial"], t.user_attrs[SEED_ATTR]) for t in done) == \
+        sorted((t.number, seed) for t in ranked[:2] for seed in (0, 1))
+    retry = next(t for t in done if t.system_attrs.get("failed_trial") == killed.number)
+    assert retry.user_attrs["resumed_from_epoch"] >= 1 and sorted(retry.intermediate_values) == [1, 2, 3, 4]
+    assert not final.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    assert all(t.value == t.user_attrs["test_acc"] for t in done)
+
+    # Results: mean ± std of test accuracy per configuration, rank correlation with the search.
+    status = json.loads(search("status", "--study", "s.final", "--storage", url, "--json", env=env).stdout)["final"]
+    assert final.user_attrs["final_results"]["runs_done"] == 4  # recorded in the study by the workers
+    means = {}
+    for c in status["configurations"]:
+        tests = [t.user_attrs["test_acc"] for t in done if t.user_attrs[FINAL_ATTR]["source_trial"] == c["source_trial"]]
+        assert c["seeds_done"] == 2 and c["test_acc_mean"] == pytest.approx(statistics.fmean(tests))
+        assert c["test_acc_std"] == pytest.approx(statistics.stdev(tests))
+        means[c["source_trial"]] = c["test_acc_mean"]
+    assert status["rank_correlation"] == spearman([t.value for t in ranked[:2]], [means[t.number] for t in ranked[:2]])
+    text = search("status", "--study", "s.final", "--storage", url, env=env).stdout
+    assert "finalized from s" in text and "±" in text and "rank correlation" in text
+
+    # export-best --final: one self-contained file, saying where it came from; it evaluates.
+    path = tmp_path / "final.pt"
+    search("export-best", "--study", "s", "--storage", url, "--final", "--out", str(path), env=env)
+    check = textwrap.dedent(f"""
+        import json, torch
+        from objectives.checkpoint import load_model
+        from objectives.data import load_cifar10
+        from objectives.train import evaluate
+        data = torch.load({str(path)!r}, weights_only=True)
+        model, info = load_model(data)
+        acc = evaluate(model, load_cifar10().test, info["normalization"]["mean"], info["normalization"]["std"],
+                       tta=info["recipe"]["tta_flip"]).accuracy
+        print(json.dumps({{"acc": acc, "final": info["final"], "study": info["study"], "trial": info["trial"],
+                          "test_acc": info["metrics"]["test_acc"]}}))
+    """)
+    info = json.loads(subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True,
+                                     timeout=120, check=True).stdout)
+    chosen = final.trials[info["trial"]]
+    assert info["study"] == "s.final" and info["acc"] == info["test_acc"] == chosen.user_attrs["test_acc"]
+    assert info["final"]["source_study"] == "s" and info["final"]["seed"] == chosen.user_attrs[SEED_ATTR]
+    assert info["final"]["source_trial"] == chosen.user_attrs[FINAL_ATTR]["source_trial"]
+    assert info["final"]["training"] == {"epochs": 4, "train_images": 800, "full_train": False, "val_images": 200}
+    best_config = max(status["configurations"], key=lambda c: c["val_acc_mean"])  # chosen by validation, not test
+    assert info["final"]["source_trial"] == best_config["source_trial"]
+
+    # The report draws the front and lists the final runs.
+    search("report", "--study", "s.final", "--storage", url, "--out", str(tmp_path / "report"), env=env)
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "## Final runs" in summary and "Spearman" in summary and (tmp_path / "report" / "pareto.png").exists()
+
+
+def trial(number: int, value: float | None, params: int, macs: int, state=TrialState.COMPLETE, **attrs):
+    t = optuna.trial.create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
+                                  user_attrs={"params": params, "macs": macs, **attrs})
+    t.number = number
+    return t
+
+
+def test_pareto_front_ties_and_infeasible():
+    trials = [
+        trial(0, 0.80, 1_000, 50),
+        trial(1, 0.80, 1_000, 40),            # tie with 0 on params: both on the params front
+        trial(2, 0.79, 900, 60),              # smaller and less accurate: on the params front
+        trial(3, 0.80, 1_500, 10),            # same accuracy as 0, larger: dominated on params
+        trial(4, 0.90, 2_000, 100),
+        trial(5, 0.95, 3_000, 100),           # same MACs as 4, more accurate: 4 is dominated on MACs
+        trial(6, 0.99, 6_000, 5, infeasible="over budget"),  # never trained: on no front
+        trial(7, None, 500, 1, state=TrialState.PRUNED),
+        trial(8, None, 400, 1, state=TrialState.FAIL),
+        trial(9, 0.70, 2_500, 200),           # dominated by 4 on both
+    ]
+    assert [t.number for t in pareto_front(trials, "params")] == [2, 0, 1, 4, 5]
+    assert [t.number for t in pareto_front(trials, "macs")] == [3, 5]  # 1 and 0: as accurate as 3, more MACs
+    assert best_within(trials, max_params=1_000).number == 0   # 0.80 tie: the earlier trial
+    assert best_within(trials, max_params=2_999).number == 4
+    assert best_within(trials, max_params=10_000).number == 5  # the infeasible 0.99 is never chosen
+    assert best_within(trials, max_params=10_000, max_macs=45).number == 1
+    assert best_within(trials, max_params=899) is None
+    with pytest.raises(ValueError):
+        pareto_front(trials, "flops")
+
+
+def test_spearman_with_ties():
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # average ranks for ties: x ranks 1, 2.5, 2.5, 4; y ranks 1, 2, 3, 4
+    assert spearman([0.1, 0.5, 0.5, 0.9], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)
+    assert spearman([1.0], [2.0]) is None and spearman([1, 1], [1, 2]) is None

@@ -174,3 +174,50 @@ def test_spearman_with_ties():
     # average ranks for ties: x ranks 1, 2.5, 2.5, 4; y ranks 1, 2, 3, 4
     assert spearman([0.1, 0.5, 0.5, 0.9], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)
     assert spearman([1.0], [2.0]) is None and spearman([1, 1], [1, 2]) is None
+
+
+def test_fixed_recipe_and_seed_train_as_given_and_are_never_pruned(cifar_small, tmp_path):
+    """The hook `enqueue --with-recipe` and finalize rely on, in-process: a trial carrying a
+    recipe trains exactly it (its own epochs, its seed), and the pruner leaves it alone."""
+    from objectives import ArchConfig, StageConfig
+    from objectives.data import load_cifar10
+    from objectives.recipe import Recipe
+    from objectives.space import SearchSpace, arch_to_params
+    from objectives.train import prepare_data, train
+    from search.definition import StudyDefinition
+    from search.objective import Objective
+    from storage.artifacts import open_artifact_store
+    import torch
+
+    definition = StudyDefinition(space=SearchSpace.from_dict(SMALL_SPACE), val_size=200, pruner="none")
+    data = prepare_data(load_cifar10(cifar_small, download_missing=False), 200, 0, train_limit=320)
+    arch = ArchConfig(stages=(StageConfig(1, 8), StageConfig(1, 16)), pool_kernel=4)
+    recipe = Recipe(epochs=3, batch_size=64, lr=0.05, schedule="constant", crop_padding=0, tta_flip=False)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # prunes all
+    params = arch_to_params(arch, definition.space.arch)
+    study.enqueue_trial(params, user_attrs={FIXED_RECIPE_ATTR: recipe.to_dict(), SEED_ATTR: 7})
+    study.enqueue_trial(params)  # a sampled recipe: pruned after its first epoch
+    objective = Objective(definition, data, torch.device("cpu"), open_artifact_store(str(tmp_path)), "s")
+    study.optimize(objective, n_trials=2)
+    fixed, sampled = study.trials
+    assert fixed.state == TrialState.COMPLETE and sorted(fixed.intermediate_values) == [1, 2, 3]
+    assert fixed.user_attrs["recipe"] == recipe.to_dict()
+    assert fixed.value == train(arch, recipe, data, seed=7).best_val_acc  # the seed it carried
+    assert sampled.state == TrialState.PRUNED and sorted(sampled.intermediate_values) == [1]
+
+
+def test_training_without_validation_keeps_the_last_epoch(cifar_small):
+    """--full-train: no validation split; the run keeps its last epoch's weights."""
+    from objectives import ArchConfig, StageConfig
+    from objectives.data import load_cifar10
+    from objectives.recipe import Recipe
+    from objectives.train import Trainer, prepare_data
+
+    data = prepare_data(load_cifar10(cifar_small, download_missing=False), 0, 0, train_limit=256)
+    assert len(data.val) == 0 and len(data.train) == 256
+    trainer = Trainer(ArchConfig(stages=(StageConfig(1, 8),), pool_kernel=8), Recipe(epochs=2, batch_size=64), data)
+    result = trainer.run()
+    assert result.status == "completed" and result.best_epoch == 2
+    assert [h["val_acc"] for h in result.history] == [None, None]
+    final = trainer.eval_model.state_dict()
+    assert all((result.best_state[k] == final[k].cpu()).all() for k in final)

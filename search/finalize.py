@@ -67,7 +67,7 @@ def final_recipe(trial: FrozenTrial, epochs: int | None, search_epochs: int) -> 
     recipe = dict(trial.user_attrs["recipe"])
     if epochs is None:
         epochs = recipe["epochs"] if trial.user_attrs.get(PUBLISHED_ATTR) else EPOCHS_FACTOR * search_epochs
-    if recipe["schedule"] == "step" and not trial.user_attrs.get(PUBLISHED_ATTR):
+    if recipe["schedule"] == "step":
         recipe["step_every_epochs"] = max(1, round(recipe["step_every_epochs"] * epochs / recipe["epochs"]))
     recipe["epochs"] = epochs
     return Recipe.from_dict(recipe).to_dict()  # validated

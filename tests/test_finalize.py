@@ -221,3 +221,19 @@ def test_training_without_validation_keeps_the_last_epoch(cifar_small):
     assert [h["val_acc"] for h in result.history] == [None, None]
     final = trainer.eval_model.state_dict()
     assert all((result.best_state[k] == final[k].cpu()).all() for k in final)
+
+
+def test_final_schedule_defaults_and_published_epochs():
+    from objectives.published import PUBLISHED_RECIPES
+    from objectives.recipe import Recipe
+    from search.finalize import EPOCHS_FACTOR, PUBLISHED_ATTR, final_recipe
+
+    searched = optuna.trial.create_trial(value=0.5, user_attrs={"recipe": Recipe(
+        epochs=20, schedule="step", step_every_epochs=10).to_dict()})
+    r = final_recipe(searched, None, search_epochs=20)
+    assert r["epochs"] == EPOCHS_FACTOR * 20 and r["step_every_epochs"] == 10 * EPOCHS_FACTOR  # same shape, longer
+    assert final_recipe(searched, 30, search_epochs=20)["epochs"] == 30
+    published = PUBLISHED_RECIPES["resnet-nightshade"].recipe
+    preset = optuna.trial.create_trial(value=0.5, user_attrs={"recipe": published.to_dict(), PUBLISHED_ATTR: "x"})
+    assert final_recipe(preset, None, search_epochs=20) == published.to_dict()  # trained as published
+    assert final_recipe(preset, 120, search_epochs=20)["step_every_epochs"] == 40

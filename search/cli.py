@@ -148,13 +148,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from search.definition import load_study
     from search.status import format_summary, summarize
-    study, definition = load_study(_storage(args), args.study)
+    from search.finalize import companion, final_results, format_final
+    storage = _storage(args)
+    study, definition = load_study(storage, args.study)
     summary = summarize(study)
-    if definition.final is not None:
-        from search.finalize import final_results, format_final
-        summary["final"] = final_results(study, definition)
+    final = companion(storage, study, definition)  # this finalize study, or the search's S.final
+    if final is not None:
+        # "final": this study's own runs (its values are test accuracies); "finalized": S.final's
+        summary["final" if definition.final is not None else "finalized"] = final_results(*final)
     print(json.dumps(summary, indent=2) if args.json else
-          format_summary(summary) + ("\n" + format_final(summary["final"]) if "final" in summary else ""))
+          format_summary(summary) + ("\n" + format_final(final_results(*final)) if final else ""))
     return 0
 
 
@@ -247,11 +250,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from search.report import write_report
     study, definition = load_study(_storage(args), args.study)
     files = write_report(study, definition, args.out)
-    from search.finalize import write_final_section
+    from search.finalize import companion, write_final_section
     from search.pareto import write_front_section
-    files += write_front_section(study, Path(args.out))
-    if definition.final is not None:
-        files += write_final_section(study, definition, Path(args.out))
+    if definition.final is None:  # a finalize study's values are test accuracies: no front of those
+        files += write_front_section(study, Path(args.out))
+    final = companion(_storage(args), study, definition)
+    if final is not None:
+        files += write_final_section(*final, Path(args.out))
     print(f"report of {args.study} in {args.out}: " + ", ".join(p.name for p in files))
     return 0
 

@@ -28,7 +28,7 @@ from objectives.recipe import Recipe
 from objectives.space import arch_to_params
 from objectives.train import evaluate
 
-from .definition import StudyDefinition, create_study, load_study
+from .definition import StudyDefinition, StudyNotFound, create_study, load_study
 from .objective import FIXED_RECIPE_ATTR, SEED_ATTR, Objective
 
 FINAL_SUFFIX = ".final"
@@ -223,7 +223,8 @@ def final_results(study: optuna.Study, definition: StudyDefinition | None = None
     configs.sort(key=lambda c: (-c["test_acc_mean"], c["search_rank"]))
     for i, c in enumerate(configs, start=1):
         c["final_rank"] = i
-    pending = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
+    pending = sum(t.user_attrs.get("test_acc") is None  # a RUNNING run with a test accuracy is done
+                  for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
     return {"source": spec["source"], "full_train": spec["full_train"], "seeds": spec["seeds"],
             "configurations": sorted(configs, key=lambda c: c["search_rank"]),
             "rank_correlation": spearman([c["search_val_acc"] for c in configs], [c["test_acc_mean"] for c in configs]),
@@ -266,6 +267,17 @@ def best_final(study: optuna.Study, definition: StudyDefinition) -> tuple[Frozen
     config = min(by_config.values(), key=lambda rs: rs[0].user_attrs[FINAL_ATTR]["search_rank"])
     return (min(config, key=lambda r: r.user_attrs[FINAL_ATTR]["seed_index"]),
             "the search's ranking (no validation split in a full-train run)")
+
+
+def companion(storage, study: optuna.Study, definition: StudyDefinition
+              ) -> tuple[optuna.Study, StudyDefinition] | None:
+    """The finalize study that goes with `study`: itself if it is one, else `S.final` if it exists."""
+    if definition.final is not None:
+        return study, definition
+    try:
+        return load_study(storage, final_study_name(study.study_name))
+    except StudyNotFound:
+        return None
 
 
 def open_final(storage, name: str) -> tuple[optuna.Study, StudyDefinition]:

@@ -131,10 +131,12 @@ def test_finalize_trains_k_by_n_runs_resumes_a_killed_one_and_exports(env, tmp_p
     best_config = max(status["configurations"], key=lambda c: c["val_acc_mean"])  # chosen by validation, not test
     assert info["final"]["source_trial"] == best_config["source_trial"]
 
-    # The report draws the front and lists the final runs.
-    search("report", "--study", "s.final", "--storage", url, "--out", str(tmp_path / "report"), env=env)
+    # The search's own status and report show its final runs; the report draws the front.
+    assert "finalized from s" in search("status", "--study", "s", "--storage", url, env=env).stdout
+    search("report", "--study", "s", "--storage", url, "--out", str(tmp_path / "report"), env=env)
     summary = (tmp_path / "report" / "summary.md").read_text()
-    assert "## Final runs" in summary and "Spearman" in summary and (tmp_path / "report" / "pareto.png").exists()
+    assert "## Final runs" in summary and "Spearman" in summary and "Pareto front" in summary
+    assert (tmp_path / "report" / "pareto.png").exists()
 
 
 def trial(number: int, value: float | None, params: int, macs: int, state=TrialState.COMPLETE, **attrs):

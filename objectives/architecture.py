@@ -102,11 +102,14 @@ class ArchConfig:
         return cls(**{**data, "stages": tuple(parsed)})
 
     @classmethod
-    def from_json(cls, text: str) -> "ArchConfig":
+    def from_json(cls, text: str, unwrap: bool = False) -> "ArchConfig":
+        """With `unwrap`, also the object `search arch` prints ({"architecture": {...}, "params": ...})."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"architecture: not valid JSON ({e})") from e
+        if unwrap and isinstance(data, dict) and isinstance(data.get("architecture"), dict):
+            data = data["architecture"]
         return cls.from_dict(data)
 
 

@@ -22,7 +22,7 @@ def backend_of(url: str) -> str:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     backend = scheme.split("+", 1)[0]
     if backend not in SUPPORTED:
-        raise ValueError(f"bad storage URL {url!r}: expected sqlite:///FILE or "
+        raise ValueError(f"bad storage URL {redact(url)!r}: expected sqlite:///FILE or "
                          f"postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB")
     return backend
 

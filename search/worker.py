@@ -187,6 +187,8 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     except StoppedWaiting:
         print(f"[{opts.study}] stopped while the database was unreachable; its trial is re-queued once "
               f"the database is back and the grace period has passed", flush=True)
+    finally:
+        stop.set = True  # ends the stale-trial watcher with this slot
     return 0
 
 

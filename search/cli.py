@@ -11,7 +11,7 @@ from typing import Callable
 
 DEFAULT_BUDGET = 5_000_000
 WORKER_DB_WAIT = 60.0       # workers ride out database restarts and outages this long
-INTERACTIVE_DB_WAIT = 5.0   # a person at a prompt wants an answer, not a minute of silence
+INTERACTIVE_DB_WAIT = 3.0   # a person at a prompt wants an answer, not a minute of silence
 MAX_DB_WAIT = 7 * 86_400.0
 MAX_HEARTBEAT = 3_600       # longer beats make a dead worker's trial wait hours to be retried
 MAX_GRACE = 86_400
@@ -188,24 +188,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _worker_options(args)  # bad worker flags: refuse before the study is created
+    if args.gpus not in ("all", "none"):
+        from search.worker import slots
+        slots(args.gpus, args.per_gpu)
     cmd_create(args)
     return cmd_worker(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.status import format_summary, summarize
-    study, _ = load_study(_storage(args), args.study)
+    study, _ = load_study(storage, args.study)
     summary = summarize(study)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
+    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
     from objectives import count_params, get_preset
     from objectives.space import arch_to_params
     from search.definition import load_study
-    study, definition = load_study(_storage(args), args.study)
+    study, definition = load_study(storage, args.study)
     arch = get_preset(args.preset)
     n = count_params(arch)
     if n > definition.budget:
@@ -220,9 +226,10 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
+    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.export import export_best, export_onnx, export_torchscript, test_accuracy
-    study, _ = load_study(_storage(args), args.study)
+    study, _ = load_study(storage, args.study)
     checkpoint = args.out if args.format == "checkpoint" else str(Path(args.out).with_suffix(".pt"))
     if checkpoint == args.out and args.format != "checkpoint":
         checkpoint = args.out + ".checkpoint.pt"
@@ -255,9 +262,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.report import write_report
-    study, definition = load_study(_storage(args), args.study)
+    study, definition = load_study(storage, args.study)
     files = write_report(study, definition, args.out)
     print(f"report of {args.study} in {args.out}: " + ", ".join(p.name for p in files))
     return 0

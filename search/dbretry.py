@@ -13,7 +13,7 @@ from storage.database import StorageUnavailable
 from storage.errors import reason, transient_database_error
 
 T = TypeVar("T")
-DB_RETRY_SECONDS = (1, 2, 5, 10, 20, 30)  # back-off while the database is unreachable
+DB_RETRY_SECONDS = (1, 2, 3, 5)  # back-off while the database is unreachable (then every 5 s: cheap for the server)
 
 
 class StoppedWaiting(RuntimeError):

@@ -245,6 +245,8 @@ CASES = [
     ("heartbeat-0", W + " --heartbeat 0", None, "--heartbeat"),
     ("grace-equal-heartbeat", W + " --heartbeat 20 --grace 20", None, "--grace"),
     ("grace-below-heartbeat", W + " --heartbeat 30 --grace 10", None, "--grace"),
+    ("run-grace-equal-heartbeat", "run --study new --budget 30000 --heartbeat 5 --grace 5", None, "--grace"),
+    ("run-gpus-negative", "run --study new --budget 30000 --gpus -1", None, "--gpus"),
     ("gpus-negative", "worker --study base --gpus -1", None, "--gpus"),
     ("gpus-twice", "worker --study base --gpus 0,0", None, "--gpus"),
     ("gpus-word", "worker --study base --gpus some", None, "--gpus"),

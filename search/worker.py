@@ -142,7 +142,7 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         _log_trial(study, trial)
-        if stop() or target_reached() or db.call(hopeless.after, study, trial):
+        if stop() or target_reached() or hopeless.after(study, trial, db):
             study.stop()
 
     try:
@@ -203,14 +203,14 @@ class HopelessWatch:
     def __init__(self, budget: int):
         self.budget, self.streak, self.message = budget, 0, ""
 
-    def after(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    def after(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, db: DatabaseRetry) -> bool:
         if "infeasible" not in trial.user_attrs:
             self.streak = 0
             return False
         self.streak += 1
         if self.streak < HOPELESS_STREAK:
             return False
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        done = db.call(study.get_trials, deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         if any("infeasible" not in t.user_attrs for t in done):
             self.streak = 0
             return False

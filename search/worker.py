@@ -235,9 +235,12 @@ def _recover_interrupted(study: optuna.Study, storage, trial_id: int | None) -> 
         return None
     trial = storage.get_trial(trial_id)
     if trial.state == TrialState.RUNNING:
-        storage.set_trial_user_attr(trial_id, "fail_reason", "database outage mid-trial; re-queued")
-        storage.set_trial_user_attr(trial_id, "requeued", True)
-        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", "database outage mid-trial; re-queued")
+            storage.set_trial_user_attr(trial_id, "requeued", True)
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # a peer's stale-trial check failed it meanwhile
         trial = storage.get_trial(trial_id)
     counted = trial.user_attrs.get("fail_reason") and not trial.user_attrs.get("requeued")
     if trial.state != TrialState.FAIL or counted or _requeued_elsewhere(study, storage, trial_id, quiet=False):

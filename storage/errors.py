@@ -16,7 +16,7 @@ TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sql
              optuna.exceptions.StorageInternalError)
 # Answers that mean the database itself is wrong (a read-only file, a file that is not a
 # database, a value too long for a column), never fixed by waiting.
-PERMANENT_REASONS = ("readonly database", "read-only", "not a database", "malformed", "disk image",
+PERMANENT_REASONS = ("readonly database", "not a database", "malformed", "disk image",
                      "does not exist", "password authentication failed", "no password supplied",
                      "no pg_hba.conf entry", "unable to open database file", "value too long")
 
@@ -34,9 +34,10 @@ def caused_by(error: BaseException, *types: type) -> BaseException | None:
 
 
 def reason(error: BaseException) -> str:
-    """The driver's own first line (without SQLAlchemy's SQL dump and links)."""
-    orig = getattr(error, "orig", None)
-    text = str(orig if orig is not None else error).strip()
+    """The driver's own first line (without SQLAlchemy's SQL dump and links, or Optuna's wrapper)."""
+    inner = caused_by(error, sqlalchemy.exc.SQLAlchemyError) or error
+    orig = getattr(inner, "orig", None)
+    text = str(orig if orig is not None else inner).strip()
     line = text.splitlines()[0] if text else type(error).__name__
     return redact(line)
 

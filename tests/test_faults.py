@@ -161,3 +161,33 @@ def test_unreachable_port_answers_within_seconds(capsys):
     assert main(["status", "--study", "x", "--storage", url]) == 1
     assert time.monotonic() - started < 15
     assert "within 3 s" in capsys.readouterr().err
+
+
+def test_retry_waits_through_an_outage_and_gives_up_after_db_wait(capsys):
+    from search.dbretry import DatabaseRetry
+    from storage.database import StorageUnavailable
+    down = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+    calls = []
+
+    def flaky():  # away for the first three calls, then back
+        calls.append(time.monotonic())
+        if len(calls) <= 3:
+            raise down
+        return "ok"
+    assert DatabaseRetry(wait=30, label="t", delays=(0.2,)).call(flaky) == "ok" and len(calls) == 4
+    assert "reachable again" in capsys.readouterr().out
+
+    def never():
+        raise down
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable, match=r"unreachable for \d+ s \(--db-wait 1.5\)"):
+        DatabaseRetry(wait=1.5, label="t", delays=(0.2,)).call(never)
+    assert 1.5 <= time.monotonic() - started < 5
+
+    def bug():  # not a database error: no retry
+        calls.append(0)
+        raise KeyError("x")
+    calls.clear()
+    with pytest.raises(KeyError):
+        DatabaseRetry(wait=30, label="t").call(bug)
+    assert calls == [0]

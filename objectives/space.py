@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .architecture import ACTIVATIONS, INPUT_SIDE, MAX_STAGES, ArchConfig, StageConfig, fields_from_dict
+from .architecture import ACTIVATIONS, INPUT_SIDE, MAX_BLOCKS, MAX_STAGES, ArchConfig, StageConfig, fields_from_dict
 from .checks import choice, is_int, low_high, non_empty_list, number
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class ArchSpace:
         for v in self.num_stages:
             number("space.num_stages", v, 1, MAX_STAGES, integer=True)
         for v in self.blocks:
-            number("space.blocks", v, 1, integer=True)
+            number("space.blocks", v, 1, MAX_BLOCKS, integer=True)
         for name in ("block_dropout", "head_dropout"):
             for v in getattr(self, name):
                 number(f"space.{name}", v, 0, 1, hi_open=True)

@@ -126,7 +126,8 @@ def _storage(args: argparse.Namespace, heartbeat: bool = False):
 def _db_wait(args: argparse.Namespace) -> float:
     if args.db_wait is not None:
         return args.db_wait
-    return WORKER_DB_WAIT if args.command in ("worker", "run") else INTERACTIVE_DB_WAIT
+    # create runs in start-up scripts (compose, Jobs) next to a database that may still be starting.
+    return WORKER_DB_WAIT if args.command in ("worker", "run", "create") else INTERACTIVE_DB_WAIT
 
 
 def _definition(args: argparse.Namespace):
@@ -277,8 +278,9 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="study storage URL: postgresql+psycopg2://USER:PW@HOST/DB or sqlite:///FILE "
                                      "(default: $SEARCH_STORAGE, else sqlite:///search.db here)")
     p.add_argument("--db-wait", type=_seconds(0, MAX_DB_WAIT), default=None, metavar="SEC",
-                   help=f"wait this long for the database to accept connections (default: workers "
-                        f"{WORKER_DB_WAIT:g}, through outages too; other commands {INTERACTIVE_DB_WAIT:g})")
+                   help=f"wait this long for the database to accept connections (default: worker, run and "
+                        f"create {WORKER_DB_WAIT:g}, workers through outages too; other commands "
+                        f"{INTERACTIVE_DB_WAIT:g})")
 
 
 def _add_create(p: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ INPUT_SIDE = 32  # CIFAR-10 images are 32x32
 INPUT_CHANNELS = 3
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "silu", "gelu")
 MAX_STAGES = 5  # 32 / 2^4 = 2: a sixth stage would leave a 1x1 map before pooling
+MAX_BLOCKS = 256  # per stage (ResNet-1202 has 200): more only makes counting and building hang
 
 
 @dataclass(frozen=True)
@@ -102,11 +103,14 @@ class ArchConfig:
         return cls(**{**data, "stages": tuple(parsed)})
 
     @classmethod
-    def from_json(cls, text: str) -> "ArchConfig":
+    def from_json(cls, text: str, unwrap: bool = False) -> "ArchConfig":
+        """With `unwrap`, also the object `search arch` prints ({"architecture": {...}, "params": ...})."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"architecture: not valid JSON ({e})") from e
+        if unwrap and isinstance(data, dict) and isinstance(data.get("architecture"), dict):
+            data = data["architecture"]
         return cls.from_dict(data)
 
 
@@ -136,8 +140,8 @@ def validate(arch: ArchConfig) -> None:
     if not 1 <= n <= MAX_STAGES:
         raise ValueError(f"stages: need 1 to {MAX_STAGES} stages, got {n}")
     for i, s in enumerate(arch.stages, start=1):
-        if not _is_int(s.blocks) or s.blocks < 1:
-            raise ValueError(f"stages[{i}].blocks: must be a positive integer, got {s.blocks!r}")
+        if not _is_int(s.blocks) or not 1 <= s.blocks <= MAX_BLOCKS:
+            raise ValueError(f"stages[{i}].blocks: must be an integer in [1, {MAX_BLOCKS}], got {s.blocks!r}")
         if not _is_int(s.channels) or s.channels < 1:
             raise ValueError(f"stages[{i}].channels: must be a positive integer, got {s.channels!r}")
         _check_kernel(f"stages[{i}].conv_kernel", s.conv_kernel)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .architecture import ArchConfig
+from .checks import number
 from .counting import count_macs, count_params
 from .model import ResNet, build
 
@@ -49,9 +50,42 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def check_model_dict(data: dict[str, Any], where: str = "model file") -> ArchConfig:
+    """The file's architecture, once the file is known to hold what `load_model` needs; a
+    ValueError naming what is missing or wrong otherwise. Nothing is built here."""
+    missing = [k for k in ("architecture", "state_dict", "normalization") if k not in data]
+    if missing:
+        raise ValueError(f"{where}: missing {', '.join(missing)}")
+    arch = ArchConfig.from_dict(data["architecture"])
+    norm = data["normalization"]
+    if not isinstance(norm, dict) or set(norm) != {"mean", "std"}:
+        raise ValueError(f"{where}: normalization must hold 'mean' and 'std'")
+    for key in ("mean", "std"):
+        values = norm[key]
+        if not isinstance(values, (list, tuple)) or len(values) != 3:
+            raise ValueError(f"{where}: normalization.{key} must be three numbers (R, G, B), got {values!r}")
+        for v in values:
+            number(f"{where}: normalization.{key}", v, 0 if key == "std" else None, lo_open=True)
+    state = data["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{where}: state_dict must map names to tensors")
+    # Count before building: an architecture that does not match the weights could ask
+    # for terabytes; the weights in the file bound what a matching model can need.
+    needed, held = count_params(arch), sum(v.numel() for v in state.values())
+    if needed > held:
+        raise ValueError(f"{where}: the architecture has {needed:,} parameters but the file holds only "
+                         f"{held:,} weights: they do not belong together")
+    return arch
+
+
 def load_model(path_or_dict: str | os.PathLike | dict[str, Any], device: str = "cpu") -> tuple[ResNet, dict[str, Any]]:
     """(model in eval mode, the file's dict) from a file written by `search export-best`."""
     data = path_or_dict if isinstance(path_or_dict, dict) else read_model_file(path_or_dict)
-    model = build(ArchConfig.from_dict(data["architecture"]))
-    model.load_state_dict(data["state_dict"])
+    where = "model file" if isinstance(path_or_dict, dict) else str(path_or_dict)
+    model = build(check_model_dict(data, where))
+    try:
+        model.load_state_dict(data["state_dict"])
+    except RuntimeError as e:  # missing, unexpected or mis-shaped weights
+        detail = " ".join(str(e).split())
+        raise ValueError(f"{where}: the weights do not match the architecture ({detail[:300]})") from None
     return model.to(device).eval(), data

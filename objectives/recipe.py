@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .architecture import fields_from_dict
+from .checks import boolean, choice, low_high, non_empty_list, number
 from .space import TrialLike
 
 OPTIMIZERS = ("sgd", "sgd_nesterov", "adam", "adamw", "adadelta", "adagrad", "rmsprop")
@@ -17,6 +18,9 @@ SCHEDULES = ("onecycle", "cosine", "step", "constant")
 PADDING_MODES = ("reflect", "zeros")
 GRAD_CLIP_MODES = ("none", "norm", "value")
 USES_MOMENTUM = ("sgd", "sgd_nesterov", "rmsprop")
+MAX_LR = 100.0            # far above any optimizer's useful peak: larger is a typo
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536   # above the 45,000 training images of a split: one batch anyway
 
 
 @dataclass(frozen=True)
@@ -49,29 +53,31 @@ class Recipe:
     tta_flip: bool = True            # evaluate on the image and its mirror, averaging logits
 
     def __post_init__(self) -> None:
-        def need(cond: bool, field: str, what: str) -> None:
-            if not cond:
-                raise ValueError(f"recipe.{field}: {what}, got {getattr(self, field)!r}")
-        need(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
-        need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
-        need(self.padding_mode in PADDING_MODES, "padding_mode", f"must be one of {', '.join(PADDING_MODES)}")
-        need(self.grad_clip_mode in GRAD_CLIP_MODES, "grad_clip_mode", f"must be one of {', '.join(GRAD_CLIP_MODES)}")
-        need(self.lr > 0, "lr", "must be > 0")
-        need(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
-        need(self.optimizer != "sgd_nesterov" or self.momentum > 0, "momentum", "must be > 0 for Nesterov")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(0 <= self.warmup_fraction < 1, "warmup_fraction", "must be in [0, 1)")
-        need(self.step_every_epochs >= 1, "step_every_epochs", "must be >= 1")
-        need(0 < self.step_gamma <= 1, "step_gamma", "must be in (0, 1]")
-        need(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "must be an integer >= 1")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "must be an integer >= 1")
-        need(isinstance(self.crop_padding, int) and 0 <= self.crop_padding <= 16, "crop_padding", "must be 0..16")
-        need(isinstance(self.cutout, int) and 0 <= self.cutout <= 32, "cutout", "must be 0..32")
-        need(self.mixup_alpha >= 0, "mixup_alpha", "must be >= 0")
-        need(0 <= self.rotation_degrees <= 180, "rotation_degrees", "must be in [0, 180]")
-        need(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
-        need(self.grad_clip_max > 0, "grad_clip_max", "must be > 0")
-        need(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
+        f = lambda name: f"recipe.{name}"  # noqa: E731
+        choice(f("optimizer"), self.optimizer, OPTIMIZERS)
+        choice(f("schedule"), self.schedule, SCHEDULES)
+        choice(f("padding_mode"), self.padding_mode, PADDING_MODES)
+        choice(f("grad_clip_mode"), self.grad_clip_mode, GRAD_CLIP_MODES)
+        number(f("lr"), self.lr, 0, MAX_LR, lo_open=True)
+        number(f("momentum"), self.momentum, 0, 1, hi_open=True)
+        if self.optimizer == "sgd_nesterov" and self.momentum <= 0:
+            raise ValueError(f"recipe.momentum: must be > 0 for Nesterov, got {self.momentum!r}")
+        number(f("weight_decay"), self.weight_decay, 0, 1)
+        boolean(f("decay_bn_and_bias"), self.decay_bn_and_bias)
+        number(f("warmup_fraction"), self.warmup_fraction, 0, 1, hi_open=True)
+        number(f("step_every_epochs"), self.step_every_epochs, 1, integer=True)
+        number(f("step_gamma"), self.step_gamma, 0, 1, lo_open=True)
+        number(f("epochs"), self.epochs, 1, MAX_EPOCHS, integer=True)
+        number(f("batch_size"), self.batch_size, 1, MAX_BATCH_SIZE, integer=True)
+        number(f("crop_padding"), self.crop_padding, 0, 16, integer=True)  # reflect padding needs pad < 32
+        boolean(f("flip"), self.flip)
+        number(f("cutout"), self.cutout, 0, 32, integer=True)
+        number(f("mixup_alpha"), self.mixup_alpha, 0, 100)
+        number(f("rotation_degrees"), self.rotation_degrees, 0, 180)
+        number(f("label_smoothing"), self.label_smoothing, 0, 1, hi_open=True)
+        number(f("grad_clip_max"), self.grad_clip_max, 0, lo_open=True)
+        number(f("ema_decay"), self.ema_decay, 0, 1, hi_open=True)
+        boolean(f("tta_flip"), self.tta_flip)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,33 +114,32 @@ class RecipeSpace:
     tta_flips: tuple[bool, ...] = (True,)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "lr":
-                if not isinstance(value, dict):
-                    raise ValueError("space.recipe.lr: must map each optimizer to [low, high]")
-                object.__setattr__(self, "lr", {k: tuple(v) for k, v in value.items()})
-                continue
-            if not isinstance(value, (list, tuple)) or not value:
-                raise ValueError(f"space.recipe.{f.name}: must be a non-empty list")
-            object.__setattr__(self, f.name, tuple(value))
-        bad = [o for o in self.optimizers if o not in OPTIMIZERS]
-        if bad:
-            raise ValueError(f"space.recipe.optimizers: unknown {bad}; known: {', '.join(OPTIMIZERS)}")
+        # Every value a worker could sample is checked here, through the same Recipe checks
+        # the worker will run, so a bad space fails at `search create`, naming its field.
+        if not isinstance(self.lr, dict) or not self.lr:
+            raise ValueError(f"space.recipe.lr: must map each optimizer to [low, high], got {self.lr!r}")
+        for o in self.lr:
+            choice("space.recipe.lr", o, OPTIMIZERS)
+        object.__setattr__(self, "lr", {o: low_high(f"space.recipe.lr.{o}", v) for o, v in self.lr.items()})
+        for name, recipe_field in CHOICE_FIELDS.items():
+            values = non_empty_list(f"space.recipe.{name}", getattr(self, name))
+            object.__setattr__(self, name, values)
+            for v in values:
+                _check_as_recipe(f"space.recipe.{name}", recipe_field, v)
+        for name in RANGE_FIELDS:
+            lo_hi = low_high(f"space.recipe.{name}", getattr(self, name))
+            object.__setattr__(self, name, lo_hi)
+            for v in lo_hi:
+                _check_as_recipe(f"space.recipe.{name}", name, v)
         missing = [o for o in self.optimizers if o not in self.lr]
         if missing:
             raise ValueError(f"space.recipe.lr: no range for {missing}")
-        for name, (lo, hi) in [*(("lr." + k, v) for k, v in self.lr.items()),
-                               ("momentum", self.momentum), ("weight_decay", self.weight_decay),
-                               ("epochs", self.epochs), ("label_smoothing", self.label_smoothing),
-                               ("grad_clip_max", self.grad_clip_max)]:
-            if lo > hi:
-                raise ValueError(f"space.recipe.{name}: low {lo} > high {hi}")
-        bad = [s for s in self.schedules if s not in SCHEDULES]
-        if bad:
-            raise ValueError(f"space.recipe.schedules: unknown {bad}; known: {', '.join(SCHEDULES)}")
-        if any(lo <= 0 for lo, _ in self.lr.values()) or self.weight_decay[0] < 0:
-            raise ValueError("space.recipe: lr ranges must be > 0 and weight_decay >= 0")
+        for o, (lo, hi) in self.lr.items():
+            for v in (lo, hi):
+                _check_as_recipe(f"space.recipe.lr.{o}", "lr", v)
+        if "sgd_nesterov" in self.optimizers and self.momentum[0] <= 0:
+            raise ValueError(f"space.recipe.momentum: must be > 0 when sgd_nesterov is searched, "
+                             f"got {list(self.momentum)}")
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "lr"}
@@ -144,6 +149,23 @@ class RecipeSpace:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RecipeSpace":
         return cls(**fields_from_dict(cls, data, "space.recipe"))
+
+
+# RecipeSpace field -> the Recipe field each of its values becomes
+CHOICE_FIELDS = {"optimizers": "optimizer", "decay_bn_and_bias": "decay_bn_and_bias", "schedules": "schedule",
+                 "batch_sizes": "batch_size", "crop_paddings": "crop_padding", "padding_modes": "padding_mode",
+                 "flips": "flip", "cutouts": "cutout", "mixup_alphas": "mixup_alpha", "rotations": "rotation_degrees",
+                 "grad_clip_modes": "grad_clip_mode", "ema_decays": "ema_decay", "tta_flips": "tta_flip"}
+RANGE_FIELDS = ("momentum", "weight_decay", "epochs", "label_smoothing", "grad_clip_max")
+
+
+def _check_as_recipe(where: str, recipe_field: str, value: Any) -> None:
+    """ValueError under `where` if a Recipe could not hold `value` in `recipe_field`."""
+    base = {"optimizer": "sgd"}  # plain SGD accepts momentum 0
+    try:
+        Recipe(**{**base, recipe_field: value})
+    except ValueError as e:
+        raise ValueError(str(e).replace(f"recipe.{recipe_field}", where, 1)) from None
 
 
 def _range(trial: TrialLike, name: str, lo_hi: tuple, log: bool = False) -> float:

@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .architecture import ACTIVATIONS, INPUT_SIDE, MAX_STAGES, ArchConfig, StageConfig, fields_from_dict
+from .architecture import ACTIVATIONS, INPUT_SIDE, MAX_BLOCKS, MAX_STAGES, ArchConfig, StageConfig, fields_from_dict
+from .checks import choice, is_int, low_high, non_empty_list, number
 
 if TYPE_CHECKING:
     from .recipe import RecipeSpace
@@ -47,36 +48,29 @@ class ArchSpace:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, (list, tuple)) or not value:
-                raise ValueError(f"space.{f.name}: must be a non-empty list")
-            object.__setattr__(self, f.name, tuple(value))
-        for name in RANGE_FIELDS:
-            lo_hi = getattr(self, name)
-            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
-                raise ValueError(f"space.{name}: must be [low, high] with low <= high, got {list(lo_hi)}")
-        lo, hi = self.num_stages
-        if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo and hi <= MAX_STAGES):
-            raise ValueError(f"space.num_stages: must lie within [1, {MAX_STAGES}], got {list(self.num_stages)}")
-        if self.blocks[0] < 1:
-            raise ValueError(f"space.blocks: must be >= 1, got {list(self.blocks)}")
+            where = f"space.{f.name}"
+            value = low_high(where, getattr(self, f.name)) if f.name in RANGE_FIELDS else \
+                non_empty_list(where, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+        for v in self.num_stages:
+            number("space.num_stages", v, 1, MAX_STAGES, integer=True)
+        for v in self.blocks:
+            number("space.blocks", v, 1, MAX_BLOCKS, integer=True)
         for name in ("block_dropout", "head_dropout"):
-            lo, hi = getattr(self, name)
-            if lo < 0 or hi >= 1:
-                raise ValueError(f"space.{name}: must lie within [0, 1), got {[lo, hi]}")
+            for v in getattr(self, name):
+                number(f"space.{name}", v, 0, 1, hi_open=True)
         for name in ("conv_kernels", "skip_kernels", "stem_kernels"):
-            bad = [k for k in getattr(self, name) if not isinstance(k, int) or k < 1 or k % 2 == 0]
+            bad = [k for k in getattr(self, name) if not is_int(k) or k < 1 or k % 2 == 0]
             if bad:
                 raise ValueError(f"space.{name}: kernels must be odd positive integers, got {bad}")
-        bad = [a for a in self.activations if a not in ACTIVATIONS]
-        if bad:
-            raise ValueError(f"space.activations: unknown {bad}; known: {', '.join(ACTIVATIONS)}")
+        for v in self.activations:
+            choice("space.activations", v, ACTIVATIONS)
         for name in ("channels", "stem_se_ratios", "se_ratios"):
             floor = 1 if name == "channels" else 0
-            bad = [c for c in getattr(self, name) if not isinstance(c, int) or c < floor]
+            bad = [c for c in getattr(self, name) if not is_int(c) or c < floor]
             if bad:
                 raise ValueError(f"space.{name}: must be integers >= {floor}, got {bad}")
-        bad = [w for w in self.stem_widths if w is not None and (not isinstance(w, int) or w < 1)]
+        bad = [w for w in self.stem_widths if w is not None and (not is_int(w) or w < 1)]
         if bad:
             raise ValueError(f"space.stem_widths: must be positive integers or null, got {bad}")
 

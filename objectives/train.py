@@ -137,7 +137,9 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> to
         return torch.optim.Adadelta(groups, lr=lr)
     if o == "adagrad":
         return torch.optim.Adagrad(groups, lr=lr)
-    return torch.optim.RMSprop(groups, lr=lr, momentum=m)
+    if o == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, momentum=m)
+    raise ValueError(f"recipe.optimizer: unknown optimizer {o!r}")  # never train silently with another
 
 
 # ---- the run ----------------------------------------------------------------------------

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 DEFAULT_BUDGET = 5_000_000
+WORKER_DB_WAIT = 60.0       # workers ride out database restarts and outages this long
+INTERACTIVE_DB_WAIT = 3.0   # a person at a prompt wants an answer, not a minute of silence
+MAX_DB_WAIT = 7 * 86_400.0
+MAX_HEARTBEAT = 3_600       # longer beats make a dead worker's trial wait hours to be retried
+MAX_GRACE = 86_400
 
 
 def _positive_int(text: str) -> int:
@@ -19,6 +25,42 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
+
+
+def _seconds(low: float, high: float, what: str = "seconds"):
+    """An argparse type: a finite number of seconds in [low, high] (NaN, inf and 0-as-"no limit" refused)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (low <= value <= high):  # also false for NaN
+            raise argparse.ArgumentTypeError(f"must be {what} in [{low:,.0f}, {high:,.0f}], got {text}")
+        return value
+    return parse
+
+
+def _int_in(low: int, high: int):
+    def parse(text: str) -> int:
+        value = _positive_int(text) if low >= 1 else _int(text)
+        if not (low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be in [{low:,}, {high:,}], got {value:,}")
+        return value
+    return parse
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (the usage block buries the reason); `--help` shows the usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # ---- architecture commands ----------------------------------------------------------------
@@ -42,7 +84,7 @@ def cmd_arch(args: argparse.Namespace) -> int:
     if args.preset:
         arch = get_preset(args.preset)
     else:
-        arch = ArchConfig.from_json(_read(args.file))
+        arch = ArchConfig.from_json(_read(args.file), unwrap=True)
     print(json.dumps({"architecture": arch.to_dict(), "params": count_params(arch), "macs": count_macs(arch),
                       "budget": args.budget}, indent=2))
     check_budget(arch, args.budget)  # raises OverBudgetError: one line, exit 1
@@ -77,8 +119,15 @@ def _storage(args: argparse.Namespace, heartbeat: bool = False):
     quiet_optuna()
     url = resolve_storage_url(args.storage)
     if heartbeat:
-        return make_storage(url, heartbeat_interval=args.heartbeat, grace_period=args.grace, wait=args.db_wait)
-    return make_storage(url, wait=args.db_wait)
+        return make_storage(url, heartbeat_interval=args.heartbeat, grace_period=args.grace, wait=_db_wait(args))
+    return make_storage(url, wait=_db_wait(args))
+
+
+def _db_wait(args: argparse.Namespace) -> float:
+    if args.db_wait is not None:
+        return args.db_wait
+    # create runs in start-up scripts (compose, Jobs) next to a database that may still be starting.
+    return WORKER_DB_WAIT if args.command in ("worker", "run", "create") else INTERACTIVE_DB_WAIT
 
 
 def _definition(args: argparse.Namespace):
@@ -104,9 +153,13 @@ def cmd_create(args: argparse.Namespace) -> int:
 def _worker_options(args: argparse.Namespace):
     from search.worker import WorkerOptions
     from storage.urls import resolve_storage_url
+    if args.grace <= args.heartbeat:
+        # Otherwise a healthy worker's trial looks stale between two of its own heartbeats.
+        raise ValueError(f"--grace ({args.grace} s) must be greater than --heartbeat ({args.heartbeat} s); "
+                         f"three heartbeats is usual")
     return WorkerOptions(study=args.study, storage_url=resolve_storage_url(args.storage), data_dir=args.data_dir,
                          artifacts=args.artifacts, n_trials=args.n_trials, timeout=args.timeout,
-                         heartbeat=args.heartbeat, grace=args.grace, db_wait=args.db_wait, compile=args.compile)
+                         heartbeat=args.heartbeat, grace=args.grace, db_wait=_db_wait(args), compile=args.compile)
 
 
 def _child_args(opts) -> list[str]:
@@ -129,8 +182,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import optuna
     from optuna.trial import TrialState
     from search.definition import load_study
+    from search.worker import check_workable, slots
+    if args.gpus not in ("all", "none"):
+        slots(args.gpus, args.per_gpu)  # a bad --gpus: fail before touching the database
     # unknown study: fail here, once, not in every child
     study, definition = load_study(_storage(args, heartbeat=True), args.study)
+    check_workable(definition)
     if definition.final is not None:  # its queue is all there is: no queue, no work (Optuna would sample)
         optuna.storages.fail_stale_trials(study)  # a killed run's trial goes back to the queue first
     if definition.final is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -140,16 +197,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _worker_options(args)  # bad worker flags: refuse before the study is created
+    if args.gpus not in ("all", "none"):
+        from search.worker import slots
+        slots(args.gpus, args.per_gpu)
     if not _is_final_study(args):  # a finalize study exists already, with its own definition
         cmd_create(args)
     return cmd_worker(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.status import format_summary, summarize
     from search.finalize import companion, final_results, format_final
-    storage = _storage(args)
     study, definition = load_study(storage, args.study)
     summary = summarize(study)
     final = companion(storage, study, definition)  # this finalize study, or the search's S.final
@@ -162,10 +223,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
+    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
     from objectives import count_params, get_preset
     from objectives.space import arch_to_params
     from search.definition import load_study
-    study, definition = load_study(_storage(args), args.study)
+    study, definition = load_study(storage, args.study)
     arch = get_preset(args.preset)
     n = count_params(arch)
     if n > definition.budget:
@@ -190,9 +252,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
+    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.export import export_best, export_onnx, export_torchscript, test_accuracy
-    storage = _storage(args)
     chosen, how = None, None
     if args.final:
         if args.max_params or args.max_macs:
@@ -246,15 +308,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.report import write_report
-    study, definition = load_study(_storage(args), args.study)
+    study, definition = load_study(storage, args.study)
     files = write_report(study, definition, args.out)
     from search.finalize import companion, write_final_section
     from search.pareto import write_front_section
     if definition.final is None:  # a finalize study's values are test accuracies: no front of those
         files += write_front_section(study, Path(args.out))
-    final = companion(_storage(args), study, definition)
+    final = companion(storage, study, definition)
     if final is not None:
         files += write_final_section(*final, Path(args.out))
     print(f"report of {args.study} in {args.out}: " + ", ".join(p.name for p in files))
@@ -302,8 +365,10 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="study storage URL: postgresql+psycopg2://USER:PW@HOST/DB or sqlite:///FILE "
                                      "(default: $SEARCH_STORAGE, else sqlite:///search.db here)")
-    p.add_argument("--db-wait", type=float, default=60.0, metavar="SEC",
-                   help="wait this long for the database to accept connections (default 60)")
+    p.add_argument("--db-wait", type=_seconds(0, MAX_DB_WAIT), default=None, metavar="SEC",
+                   help=f"wait this long for the database to accept connections (default: worker, run and "
+                        f"create {WORKER_DB_WAIT:g}, workers through outages too; other commands "
+                        f"{INTERACTIVE_DB_WAIT:g})")
 
 
 def _add_create(p: argparse.ArgumentParser) -> None:
@@ -312,7 +377,7 @@ def _add_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", metavar="FILE.json",
                    help="ranges to search; `search space` prints the default to start from")
     p.add_argument("--val-size", type=_positive_int, default=5_000, help="validation images held out of train (default 5000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation split and of training (default 0)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the validation split and of training (default 0)")
     p.add_argument("--train-limit", type=_positive_int, help="train on only this many images (smoke studies)")
     p.add_argument("--pruner", choices=("hyperband", "median", "none"), default="hyperband")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
@@ -324,9 +389,11 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", default="all", help="all, none (CPU), or a list like 0,1 (default all; CPU if none visible)")
     p.add_argument("--per-gpu", type=_positive_int, default=1, help="worker processes per GPU (or CPU processes) (default 1)")
     p.add_argument("--n-trials", type=_positive_int, help="stop once the study has this many trained trials (all workers)")
-    p.add_argument("--timeout", type=float, metavar="SEC", help="start no new trial after this many seconds")
-    p.add_argument("--heartbeat", type=_positive_int, default=20, metavar="SEC", help="heartbeat interval (default 20)")
-    p.add_argument("--grace", type=_positive_int, default=60, metavar="SEC",
+    p.add_argument("--timeout", type=_seconds(1, MAX_DB_WAIT * 52), metavar="SEC",
+                   help="start no new trial after this many seconds (default: no limit)")
+    p.add_argument("--heartbeat", type=_int_in(1, MAX_HEARTBEAT), default=20, metavar="SEC",
+                   help=f"heartbeat interval, at most {MAX_HEARTBEAT} (default 20)")
+    p.add_argument("--grace", type=_int_in(2, MAX_GRACE), default=60, metavar="SEC",
                    help="a trial without heartbeat this long is failed and retried (default 60)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each trial's model: faster steps after ~40 s of compiling per new "
@@ -335,7 +402,7 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="search",
         description="Search ResNet architectures and training recipes for CIFAR-10 within a "
                     "parameter budget, on Optuna studies.")
@@ -462,12 +529,44 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`search status | head -3`): stop quietly, as cat and ls do.
+        _discard_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the closed pipe
     except ValueError as e:
-        print(f"search {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return _error(args, str(e))
     except OSError as e:  # an output path that cannot be written, a full disk, ...
-        print(f"search {args.command}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 1
+        return _error(args, f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e) or type(e).__name__)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        from storage.errors import database_error_line
+        line = database_error_line(e)
+        if line is None:
+            # A bug, not a bad input: still one line at the terminal; SEARCH_DEBUG=1 shows where.
+            if os.environ.get("SEARCH_DEBUG"):
+                raise
+            first = (str(e).strip().splitlines() or [""])[0]
+            line = f"unexpected {type(e).__name__}: {first} (rerun with SEARCH_DEBUG=1 for the traceback)"
+        return _error(args, line)
+
+
+def _error(args: argparse.Namespace, message: str) -> int:
+    message = " ".join(message.split()) or "failed"  # one line, whatever the exception held
+    try:
+        print(f"search {args.command}: error: {message}", file=sys.stderr)
+    except BrokenPipeError:
+        pass
+    return 1
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so Python's flush at exit does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

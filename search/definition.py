@@ -13,10 +13,13 @@ from typing import Any
 
 import optuna
 
+from objectives.checks import number
 from objectives.space import SearchSpace
 
 DEFINITION_ATTR = "definition"
 PRUNERS = ("hyperband", "median", "none")
+CIFAR10_TRAIN_IMAGES = 50_000
+MAX_STUDY_NAME = 512  # Optuna's study_name column (MAX_INDEXED_STRING_LENGTH)
 SAMPLERS = ("tpe", "random")
 
 
@@ -33,16 +36,20 @@ class StudyDefinition:
     final: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.budget < 1:
-            raise ValueError(f"budget: must be positive, got {self.budget}")
-        if self.val_size < (0 if self.final and self.final.get("full_train") else 1):  # 0: all images train
-            raise ValueError(f"val_size: must be positive, got {self.val_size}")
+        if not isinstance(self.space, SearchSpace):
+            raise ValueError("space: must be a search space")
+        number("budget", self.budget, 1, integer=True)
+        # CIFAR-10 has 50,000 training images; the split must leave some to train on.
+        # A finalize study with --full-train holds nothing out (0: all images train).
+        number("val_size", self.val_size, 0 if self.final and self.final.get("full_train") else 1,
+               CIFAR10_TRAIN_IMAGES - 1, integer=True)
+        number("seed", self.seed, 0, 2**32 - 1, integer=True)  # numpy's seed range
         if self.pruner not in PRUNERS:
             raise ValueError(f"pruner: must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler: must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.train_limit is not None and self.train_limit < 1:
-            raise ValueError(f"train_limit: must be positive, got {self.train_limit}")
+        if self.train_limit is not None:
+            number("train_limit", self.train_limit, 1, integer=True)
 
     @property
     def epochs(self) -> int:
@@ -79,7 +86,10 @@ class StudyNotFound(ValueError):
 
 def create_study(storage, name: str, definition: StudyDefinition) -> optuna.Study:
     """Create `name` with `definition`; a no-op if it exists with the same definition,
-    a ValueError if it exists with another."""
+    a ValueError if it exists with another, or if nothing in its space fits its budget."""
+    check_study_name(name)
+    from objectives.feasibility import check_space_fits
+    check_space_fits(definition.space.arch, definition.budget)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                 load_if_exists=True, sampler=definition.make_sampler(),
                                 pruner=definition.make_pruner())
@@ -92,6 +102,16 @@ def create_study(storage, name: str, definition: StudyDefinition) -> optuna.Stud
         raise ValueError(f"study {name!r} exists with a different definition ({', '.join(diff)} differ); "
                          f"use another --study name")
     return study
+
+
+def check_study_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("--study: the study name must not be empty")
+    if len(name) > MAX_STUDY_NAME:
+        raise ValueError(f"--study: the study name must be at most {MAX_STUDY_NAME} characters, got {len(name):,}")
+    if not name.isprintable():
+        raise ValueError(f"--study: the study name must be printable text, got {name!r}")
+    return name
 
 
 def load_study(storage, name: str) -> tuple[optuna.Study, StudyDefinition]:

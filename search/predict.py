@@ -93,7 +93,10 @@ def read_inputs(path: str) -> tuple[list[str], torch.Tensor]:
         return read_folder(p)
     if not p.is_file():
         raise ValueError(f"{path}: no such file or folder")
-    return read_pickle(p)
+    ids, images = read_pickle(p)
+    if not ids:  # a header-only CSV would look like a finished job
+        raise ValueError(f"{path}: holds no images to predict")
+    return ids, images
 
 
 def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool = False) -> int:

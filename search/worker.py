@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 
 import optuna
-import sqlalchemy
 import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
@@ -26,11 +25,12 @@ from objectives.data import load_cifar10
 from objectives.train import prepare_data
 from storage.artifacts import open_artifact_store
 from storage.database import make_storage, quiet_optuna
+from storage.errors import transient_database_error
 
+from .dbretry import DatabaseRetry, StoppedWaiting
 from .definition import load_study
 from .objective import Objective, TrialFailed, WorkerStopping
 
-DB_RETRY_SECONDS = (1, 2, 5, 10, 20, 30)  # back-off while the database is unreachable
 
 
 @dataclass(frozen=True)
@@ -107,14 +107,27 @@ def watch_stale_trials(study: optuna.Study, every: float, stop: "StopFlag") -> t
     return thread
 
 
+def check_workable(definition) -> None:
+    """Refuse, in one line, a study whose space has no model within its budget (a study
+    created before `search create` checked that): its workers would sample forever."""
+    from objectives.feasibility import check_space_fits
+    check_space_fits(definition.space.arch, definition.budget)
+
+
 def run_slot(opts: WorkerOptions, device: str) -> int:
     """One worker process on one device. Returns the exit code."""
     quiet_optuna()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # _log_trial says what each trial did
     stop = StopFlag()
     stop.install()
-    storage = make_storage(opts.storage_url, heartbeat_interval=opts.heartbeat, grace_period=opts.grace, wait=opts.db_wait)
-    study, definition = load_study(storage, opts.study)
+    db = DatabaseRetry(opts.db_wait, opts.study, should_stop=stop)
+    try:
+        storage = make_storage(opts.storage_url, heartbeat_interval=opts.heartbeat, grace_period=opts.grace,
+                               wait=opts.db_wait)
+        study, definition = db.call(load_study, storage, opts.study)
+    except StoppedWaiting:
+        return 0
+    check_workable(definition)
     cifar = load_cifar10(opts.data_dir)
     data = prepare_data(cifar, definition.val_size, definition.seed, definition.train_limit)
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
@@ -128,73 +141,131 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
                               compile=opts.compile)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     watch_stale_trials(study, opts.heartbeat, stop)
+    hopeless = HopelessWatch(definition.budget)
+
+    def target_reached() -> bool:
+        return opts.n_trials is not None and db.call(trained_trials, study) >= opts.n_trials
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         _log_trial(study, trial)
-        if stop() or (opts.n_trials is not None and trained_trials(study) >= opts.n_trials):
+        if stop() or target_reached() or hopeless.after(study, trial, db):
             study.stop()
 
-    failures = 0
-    while not stop():
-        if opts.n_trials is not None and trained_trials(study) >= opts.n_trials:
-            break
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            break
-        try:
-            study.optimize(objective, timeout=remaining, callbacks=[after_trial], catch=(TrialFailed,),
-                           gc_after_trial=True)
-            break
-        except WorkerStopping:
-            # The trial is FAIL now; queue it again exactly as a heartbeat-stale trial is,
-            # so whoever runs it next resumes from its last epoch checkpoint.
-            failed = storage.get_trial(objective.current_trial_id)
-            RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, failed)
-            print(f"[{opts.study}] trial {failed.number}: interrupted, re-queued to resume", flush=True)
-            break
-        except Exception as e:
-            if _requeued_elsewhere(study, storage, objective.current_trial_id):
-                # A database outage killed Optuna's heartbeat thread, so a watchdog failed and
-                # re-queued this worker's trial while it ran; the retry resumes from its last
-                # checkpoint, and this worker moves on.
-                print(f"[{opts.study}] the running trial was re-queued by a watchdog ({type(e).__name__}); "
-                      f"carrying on", flush=True)
-                continue
-            cause = _caused_by(e, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                               optuna.exceptions.StorageInternalError)
-            if cause is None:
-                raise
-            # Lost database: the trial in flight stops beating and is re-queued once the
-            # database is back; wait for it and carry on.
-            delay = DB_RETRY_SECONDS[min(failures, len(DB_RETRY_SECONDS) - 1)]
-            failures += 1
-            reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
-            print(f"[{opts.study}] database error ({reason}); retrying in {delay} s", flush=True)
-            time.sleep(delay)
+    try:
+        while not stop():
+            if target_reached():
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                study.optimize(objective, timeout=remaining, callbacks=[after_trial], catch=(TrialFailed,),
+                               gc_after_trial=True)
+                break
+            except WorkerStopping:
+                # The trial is FAIL now; queue it again exactly as a heartbeat-stale trial is,
+                # so whoever runs it next resumes from its last epoch checkpoint.
+                number = db.call(_requeue, study, storage, objective.current_trial_id)
+                print(f"[{opts.study}] trial {number}: interrupted, re-queued to resume", flush=True)
+                break
+            except Exception as e:
+                if transient_database_error(e) is None:
+                    if db.call(_requeued_elsewhere, study, storage, objective.current_trial_id):
+                        # A watchdog failed and re-queued this worker's trial while it ran (its
+                        # heartbeats stopped for longer than the grace period); the retry resumes
+                        # from its last checkpoint, and this worker moves on.
+                        print(f"[{opts.study}] the running trial was re-queued by a watchdog "
+                              f"({type(e).__name__}); carrying on", flush=True)
+                        objective.current_trial_id = None
+                        continue
+                    raise
+                # Lost database mid-trial: wait for it, then fail and re-queue the trial in
+                # flight ourselves (resuming from its last checkpoint) rather than leave it
+                # RUNNING until the grace period ends.
+                db.failed(e)
+                number = db.call(_recover_interrupted, study, storage, objective.current_trial_id)
+                if number is not None:
+                    print(f"[{opts.study}] trial {number}: cut off by the database outage, re-queued to resume",
+                          flush=True)
+                objective.current_trial_id = None
+        if hopeless.message:
+            raise ValueError(hopeless.message)
+    except StoppedWaiting:
+        print(f"[{opts.study}] stopped while the database was unreachable; its trial is re-queued once "
+              f"the database is back and the grace period has passed", flush=True)
+    finally:
+        stop.set = True  # ends the stale-trial watcher with this slot
     return 0
 
 
-def _requeued_elsewhere(study: optuna.Study, storage, trial_id: int | None) -> bool:
+HOPELESS_STREAK = 200  # infeasible samples in a row, with no feasible trial in the study, before giving up
+
+
+class HopelessWatch:
+    """Notices a study whose samples never fit the budget: constrained TPE steers towards
+    smaller models within a few dozen samples when any fit, so a long streak in a study
+    without one feasible trial means the budget is hopeless for this space."""
+
+    def __init__(self, budget: int):
+        self.budget, self.streak, self.message = budget, 0, ""
+
+    def after(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, db: DatabaseRetry) -> bool:
+        if "infeasible" not in trial.user_attrs:
+            self.streak = 0
+            return False
+        self.streak += 1
+        if self.streak < HOPELESS_STREAK:
+            return False
+        done = db.call(study.get_trials, deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if any("infeasible" not in t.user_attrs for t in done):
+            self.streak = 0
+            return False
+        smallest = min(t.user_attrs.get("params", 0) for t in done if "infeasible" in t.user_attrs)
+        self.message = (f"study {study.study_name!r}: {self.streak} samples in a row over the budget of "
+                        f"{self.budget:,} parameters and none within it (smallest sampled: {smallest:,}); "
+                        f"stopping: raise the budget or narrow the space")
+        return True
+
+
+def _requeue(study: optuna.Study, storage, trial_id: int) -> int:
+    failed = storage.get_trial(trial_id)
+    if not _requeued_elsewhere(study, storage, trial_id, quiet=False):
+        RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, failed)
+    return failed.number
+
+
+def _recover_interrupted(study: optuna.Study, storage, trial_id: int | None) -> int | None:
+    """After an outage cut a trial short: fail it (if still RUNNING) and queue its retry,
+    unless that is done already. Safe to call again after a failure half-way."""
+    if trial_id is None:
+        return None
+    trial = storage.get_trial(trial_id)
+    if trial.state == TrialState.RUNNING:
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", "database outage mid-trial; re-queued")
+            storage.set_trial_user_attr(trial_id, "requeued", True)
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # a peer's stale-trial check failed it meanwhile
+        trial = storage.get_trial(trial_id)
+    counted = trial.user_attrs.get("fail_reason") and not trial.user_attrs.get("requeued")
+    if trial.state != TrialState.FAIL or counted or _requeued_elsewhere(study, storage, trial_id, quiet=False):
+        return None
+    RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, trial)
+    return trial.number
+
+
+def _requeued_elsewhere(study: optuna.Study, storage, trial_id: int | None, quiet: bool = True) -> bool:
+    """Whether some trial already retries `trial_id`. Database errors propagate when not `quiet`."""
     if trial_id is None:
         return False
     try:
         number = storage.get_trial(trial_id).number
         return any(number in t.system_attrs.get("retry_history", ()) for t in study.get_trials(deepcopy=False))
-    except Exception:  # the database is still away: the caller's back-off handles that
+    except Exception:
+        if not quiet:
+            raise
         return False
-
-
-def _caused_by(error: BaseException, *types: type) -> BaseException | None:
-    """The first exception of `types` in `error`'s chain (Optuna wraps driver errors, and a
-    storage failure inside its trial bookkeeping can surface as an unrelated exception)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, types):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def slots(gpus: str, per_gpu: int) -> list[str | None]:
@@ -209,6 +280,10 @@ def slots(gpus: str, per_gpu: int) -> list[str | None]:
             ids = [int(g) for g in gpus.split(",")]
         except ValueError:
             raise ValueError(f"--gpus: expected all, none or a list like 0,1; got {gpus!r}") from None
+        if any(g < 0 for g in ids):
+            raise ValueError(f"--gpus: GPU numbers start at 0, got {gpus!r}")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"--gpus: a GPU is listed twice in {gpus!r} (use --per-gpu for more processes per GPU)")
         missing = [g for g in ids if g >= available]
         if missing:
             raise ValueError(f"--gpus: no GPU {missing[0]} here ({available} visible)")

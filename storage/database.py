@@ -17,6 +17,9 @@ PERMANENT_ERRORS = ("does not exist", "password authentication failed", "no pass
                     "no pg_hba.conf entry")
 
 
+CONNECT_TIMEOUT = 5  # s: a host that drops packets answers like one that is down, not after minutes
+
+
 class StorageUnavailable(ValueError):
     """The database never accepted connections within the wait."""
 
@@ -30,14 +33,16 @@ def engine_options(url: str, user_options: dict[str, Any] | None = None) -> dict
         defaults["connect_args"] = {"timeout": 60}
     else:
         # One worker process needs a couple of connections (trials + heartbeat thread).
-        defaults.update(pool_size=2, max_overflow=4, pool_recycle=1800)
+        defaults.update(pool_size=2, max_overflow=4, pool_recycle=1800,
+                        connect_args={"connect_timeout": CONNECT_TIMEOUT})
     return {**defaults, **(user_options or {})}
 
 
 def wait_for_database(url: str, timeout: float = 60.0, interval: float = 1.0) -> None:
     """Return once the database accepts a connection; StorageUnavailable after `timeout` s."""
     try:
-        engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+        engine = sqlalchemy.create_engine(url, pool_pre_ping=True, **(
+            {} if backend_of(url) == "sqlite" else {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}))
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
         raise ValueError(f"bad storage URL {redact(url)!r}: {e}") from e
     deadline = time.monotonic() + timeout
@@ -72,7 +77,8 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
                       heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                           max_retry=max_retry, inherit_intermediate_values=True))
     try:
-        return RDBStorage(url, engine_kwargs=engine_options(url), **kwargs)
+        from .heartbeat import RDBStorageWithSteadyHeartbeat
+        return RDBStorageWithSteadyHeartbeat(url, engine_kwargs=engine_options(url), **kwargs)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as e:
         raise ValueError(f"bad storage URL {redact(url)!r}: {e}") from e
     except sqlalchemy.exc.OperationalError as e:

@@ -10,7 +10,7 @@ import os
 
 STORAGE_ENV = "SEARCH_STORAGE"
 DEFAULT_STORAGE = "sqlite:///search.db"
-SUPPORTED = ("sqlite", "postgresql", "mysql")
+SUPPORTED = ("sqlite", "postgresql")  # the backends CI tests; others are refused, not half-supported
 
 
 def resolve_storage_url(flag: str | None = None) -> str:
@@ -18,11 +18,11 @@ def resolve_storage_url(flag: str | None = None) -> str:
 
 
 def backend_of(url: str) -> str:
-    """'sqlite', 'postgresql' or 'mysql'; ValueError for anything else."""
+    """'sqlite' or 'postgresql'; ValueError for anything else."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
     backend = scheme.split("+", 1)[0]
     if backend not in SUPPORTED:
-        raise ValueError(f"bad storage URL {url!r}: expected sqlite:///FILE or "
+        raise ValueError(f"bad storage URL {redact(url)!r}: expected sqlite:///FILE or "
                          f"postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB")
     return backend
 

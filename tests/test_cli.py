@@ -20,7 +20,11 @@ def run(*args, check=False):
 
 def test_help_lists_commands():
     out = run("--help", check=True).stdout
-    assert "presets" in out and "arch" in out
+    import re
+    # Each command on its own line of the command list (not just a word of the description).
+    for name in ("presets", "arch", "space", "create", "run", "worker", "status", "enqueue", "export-best",
+                 "evaluate", "predict", "report"):
+        assert re.search(rf"^\s+{name}\s+\S", out, re.M), name
     assert subprocess.run([sys.executable, "-m", "search", "--help"], capture_output=True).returncode == 0
 
 

@@ -3,6 +3,7 @@ package, offline) and against the structure users rely on."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -20,7 +21,12 @@ def compose_binary() -> str:
     return str(binary)
 
 
+PASSWORD = "pw-from-env-only"
+
+
 def compose(*args: str, file: Path = REPO / "docker-compose.yml", env: dict | None = None):
+    if env is None:  # the password is required: give one, as a user's .env does
+        env = {**os.environ, "POSTGRES_PASSWORD": PASSWORD}
     return subprocess.run([compose_binary(), "-f", str(file), "--project-directory", str(REPO), *args],
                           capture_output=True, text=True, timeout=60, env=env)
 
@@ -81,8 +87,7 @@ def test_volumes_shared_by_init_worker_and_dashboard(config):
     s = config["services"]
     assert mounts(s["prepare-data"])["/data"] == mounts(s["worker"])["/data"] == "data"
     assert mounts(s["worker"])["/artifacts"] == mounts(s["dashboard"])["/artifacts"] == "artifacts"
-    assert "--artifact-dir" in s["dashboard"]["command"]
-    assert s["dashboard"]["command"][s["dashboard"]["command"].index("--artifact-dir") + 1] == "/artifacts"
+    assert "FileSystemArtifactStore('/artifacts')" in " ".join(s["dashboard"]["command"])
     # All our services run one image, built here (never pulled), on the same database.
     ours = [n for n in s if n != "postgres"]
     assert {s[n]["image"] for n in ours} == {"resnet-search:latest"}
@@ -105,7 +110,7 @@ def test_environment_configures_study_budget_trials_and_slots(tmp_path):
 
 def test_env_example_lists_every_variable_the_compose_file_reads():
     import re
-    used = set(re.findall(r"\$\{(\w+):-", (REPO / "docker-compose.yml").read_text()))
+    used = set(re.findall(r"\$\{(\w+):[-?]", (REPO / "docker-compose.yml").read_text()))
     documented = {line.split("=")[0] for line in (REPO / ".env.example").read_text().splitlines()
                   if line and not line.startswith("#")}
     assert used == documented
@@ -119,3 +124,43 @@ def test_every_search_command_line_parses(config):
         help_run = subprocess.run([str(Path(__import__("sys").executable).parent / "search"), command[1], "--help"],
                                   capture_output=True, text=True)
         assert help_run.returncode == 0 and f"search {command[1]}" in help_run.stdout
+
+
+def test_password_is_required_and_kept_off_command_lines():
+    without = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}
+    proc = compose("config", "-q", env=without)
+    assert proc.returncode != 0 and "set POSTGRES_PASSWORD in .env" in proc.stderr
+    services = json.loads(compose("config", "--format", "json").stdout)["services"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == PASSWORD
+    assert f":{PASSWORD}@postgres:5432/" in services["dashboard"]["environment"]["SEARCH_STORAGE"]
+    for name, s in services.items():
+        assert PASSWORD not in " ".join(s.get("command") or []), name
+
+
+def test_dashboard_command_serves_the_storage_from_its_environment(tmp_path):
+    """The dashboard's python -c line, run as compose runs it (storage from SEARCH_STORAGE)."""
+    import sys
+    import time
+    import urllib.request
+    from tests.servers import free_port
+    command = json.loads(compose("config", "--format", "json").stdout)["services"]["dashboard"]["command"]
+    port = free_port()
+    code = command[2].replace("port=8080", f"port={port}").replace("'/artifacts'", repr(str(tmp_path)))
+    import optuna
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    optuna.create_study(study_name="from-env", storage=url)
+    env = {**os.environ, "SEARCH_STORAGE": url}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    assert [st["study_name"] for st in json.load(r)["study_summaries"]] == ["from-env"]
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the dashboard did not start"
+                time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -58,7 +58,7 @@ def test_compose_topology_as_processes(postgres, cifar_small, tmp_path, dashboar
     env = dict(__import__("os").environ, SEARCH_STORAGE=url, SEARCH_DATA_DIR=str(cifar_small),
                SEARCH_ARTIFACTS=str(artifacts), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     # The init services, in compose's order.
-    assert "10,000" not in search("prepare-data", env=env).stdout  # the small rebuilt set, validated
+    assert "1,000 train, 200 test images" in search("prepare-data", env=env).stdout  # the small rebuilt set, validated
     search("create", "--study", "deploy", "--space", space_file(tmp_path, VARIED_SPACE), "--val-size", "200",
            "--budget", "30000", "--pruner", "median", env=env)
     # Two workers as the compose worker runs them (`--gpus all` falls back to the CPU here).

@@ -82,7 +82,8 @@ def test_two_workers_prune_export_and_optuna_cli(storage_url, env, tmp_path):
     codes = [w.wait(timeout=600) for w in workers]
     logs = [(tmp_path / f"w{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], logs
-    assert all("trial" in log for log in logs)  # both workers ran trials
+    import re
+    assert all(re.search(r"^\[e2e\] trial \d+: ", log, re.M) for log in logs), logs  # both workers ran trials
 
     study = load(storage_url, "e2e")
     trials = study.get_trials()

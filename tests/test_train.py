@@ -62,10 +62,29 @@ def test_every_optimizer_steps(mini, optimizer):
     recipe = dataclasses.replace(QUICK, optimizer=optimizer, lr=lr, ema_decay=0.9, mixup_alpha=0.4,
                                  grad_clip_mode="norm", rotation_degrees=5.0)
     trainer = Trainer(TINY, recipe, mini)
+    # The optimizer asked for, with its own settings, not a fallback.
+    assert type(trainer.optimizer) is EXPECTED_OPTIMIZER[optimizer]
+    group = trainer.optimizer.param_groups[0]
+    assert group["initial_lr"] == lr
+    if optimizer in ("sgd", "sgd_nesterov"):
+        assert group["nesterov"] == (optimizer == "sgd_nesterov") and group["momentum"] == recipe.momentum
     before = [p.detach().clone() for p in trainer.model.parameters()]
     result = trainer.run()
     assert result.status == "completed"
     assert any(not torch.equal(b, p) for b, p in zip(before, trainer.model.parameters()))
+
+
+EXPECTED_OPTIMIZER = {"sgd": torch.optim.SGD, "sgd_nesterov": torch.optim.SGD, "adam": torch.optim.Adam,
+                      "adamw": torch.optim.AdamW, "adadelta": torch.optim.Adadelta, "adagrad": torch.optim.Adagrad,
+                      "rmsprop": torch.optim.RMSprop}
+
+
+def test_unknown_optimizer_is_an_error_not_a_fallback(mini):
+    from objectives.train import make_optimizer
+    recipe = dataclasses.replace(QUICK)
+    object.__setattr__(recipe, "optimizer", "lbfgs")  # past Recipe's own check, as a stale stored recipe would be
+    with pytest.raises(ValueError, match="recipe.optimizer"):
+        make_optimizer(build(TINY), recipe, torch.device("cpu"))
 
 
 def test_weight_decay_exempts_bn_and_bias(mini):

@@ -36,7 +36,7 @@ rm -f "$here/host-ca.crt"
 export CIFAR_DIR="$work/cifar10"
 [ -f "$CIFAR_DIR/cifar-10-batches-py/test_batch" ] || \
   "$repo/.venv/bin/python" "$repo/../shared/tools/cifar10_batches.py" "$CIFAR_DIR" --train-per-class 100 --test-per-class 20
-export STUDY=docker-local BUDGET=1000000 EPOCHS=2 N_TRIALS=4 PER_GPU=1 DASHBOARD_PORT=${DASHBOARD_PORT:-18080} POSTGRES_PORT=${POSTGRES_PORT:-15432}
+export POSTGRES_PASSWORD=${POSTGRES_PASSWORD:-local-test} STUDY=docker-local BUDGET=1000000 EPOCHS=2 N_TRIALS=4 PER_GPU=1 DASHBOARD_PORT=${DASHBOARD_PORT:-18080} POSTGRES_PORT=${POSTGRES_PORT:-15432}
 compose=(docker compose -p resnet-search-local --project-directory "$repo" -f "$repo/docker-compose.yml" -f "$here/compose.cpu.yml")
 
 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true   # a clean start every time

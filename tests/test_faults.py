@@ -1,0 +1,193 @@
+"""Faults on a real PostgreSQL server of this module's own (it is stopped and restarted):
+outages while workers train, a quick restart under the heartbeat, commands at a prompt
+while the database is away, and a study whose samples never fit its budget."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from search.cli import main
+from search.worker import trained_trials
+from tests.servers import PostgresServer, free_port
+from tests.test_service import FIXED_SPACE, SEARCH, env, load, running_checkpoint, search, space_file, wait_for, worker  # noqa: F401
+
+FAULT_SPACE = {"arch": FIXED_SPACE["arch"], "recipe": {**FIXED_SPACE["recipe"], "epochs": [3, 3]}}
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = PostgresServer().start()
+    yield server
+    server.remove()
+
+
+def logs(*paths: Path) -> str:
+    return "\n".join(p.read_text() for p in paths)
+
+
+def assert_nothing_lost(url: str, study_name: str, n_trials: int, artifacts: Path) -> optuna.Study:
+    study = load(url, study_name)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert trained_trials(study) >= n_trials
+    retried = {t.system_attrs.get("failed_trial") for t in study.trials}
+    for t in study.get_trials(states=(TrialState.FAIL,)):
+        # A trial cut off by the outage was queued again (and the retry carries its checkpoint).
+        assert t.number in retried, (t.number, t.user_attrs)
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        if "infeasible" not in t.user_attrs:
+            assert (artifacts / t.user_attrs["model_artifact"]).exists()
+    return study
+
+
+@pytest.mark.parametrize("outage", [10, 30])
+def test_workers_with_n_trials_ride_out_an_outage(pg, env, tmp_path, outage):
+    url = pg.new_database()
+    search("create", "--study", "outage", "--storage", url, "--space", space_file(tmp_path, FAULT_SPACE),
+           "--val-size", "200", "--pruner", "none", env=env)
+    opts = ["--n-trials", "2", "--heartbeat", "2", "--grace", "10", "--db-wait", "90"]
+    paths = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    workers = [worker(url, "outage", env, p, *opts) for p in paths]
+    t0 = time.monotonic()
+    wait_for(lambda: running_checkpoint(url, "outage", 1), 240, "a trial with a checkpoint")
+    t1 = time.monotonic()
+    pg.stop()
+    time.sleep(outage)
+    pg.start()
+    t2 = time.monotonic()
+    codes = [w.wait(timeout=400) for w in workers]
+    print(f"\nfirst checkpoint after {t1 - t0:.0f} s, database back after {t2 - t1:.0f} s, "
+          f"workers done {time.monotonic() - t2:.0f} s later")
+    text = logs(*paths)
+    assert codes == [0, 0], text
+    assert "Traceback" not in text and "database error" in text, text
+    study = assert_nothing_lost(url, "outage", 2, Path(env["SEARCH_ARTIFACTS"]))
+    print(f"\n{outage} s outage: {len(study.trials)} trials, states "
+          f"{sorted(t.state.name for t in study.trials)}")
+
+
+def test_heartbeat_survives_a_quick_restart(pg):
+    from optuna.storages._heartbeat import get_heartbeat_thread
+    from storage.database import make_storage
+    url = pg.new_database()
+    storage = make_storage(url, heartbeat_interval=1, grace_period=30)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    beats = get_heartbeat_thread(trial._trial_id, storage)
+    beats.start()
+    engine = sqlalchemy.create_engine(url)
+
+    def age() -> float:
+        with engine.connect() as c:
+            return c.execute(sqlalchemy.text("SELECT EXTRACT(EPOCH FROM now() - heartbeat) FROM trial_heartbeats "
+                                             "WHERE trial_id = :t"), {"t": trial._trial_id}).scalar()
+    try:
+        time.sleep(1.5)
+        pg.stop()
+        pg.start()
+        engine.dispose()
+        time.sleep(3)
+        assert beats._thread.is_alive()
+        assert age() < 2.5  # beats go on after the restart
+    finally:
+        beats.join()
+        engine.dispose()
+
+
+def test_interactive_commands_answer_fast_while_workers_wait(pg, env, tmp_path):
+    url = pg.new_database()
+    search("create", "--study", "away", "--storage", url, "--space", space_file(tmp_path, FAULT_SPACE),
+           "--val-size", "200", "--pruner", "none", "--epochs", "1", env=env)
+    pg.stop()
+    try:
+        w = worker(url, "away", env, tmp_path / "w.log", "--n-trials", "1", "--heartbeat", "2", "--grace", "10")
+        started = time.monotonic()
+        commands = [["status"], ["report", "--out", str(tmp_path / "r")], ["enqueue", "--preset", "resnet20-he"],
+                    ["export-best", "--out", str(tmp_path / "b.pt")]]
+        procs = [subprocess.Popen([SEARCH, c[0], "--study", "away", "--storage", url, *c[1:]], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+        for c, p in zip(commands, procs):
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 1 and "did not accept connections within 3 s" in err, (c, err)
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        answered = time.monotonic() - started
+        assert answered < 20, answered  # all four, concurrently, on a loaded 2-core machine
+        time.sleep(max(0.0, 10 - answered))
+        assert w.poll() is None, (tmp_path / "w.log").read_text()  # the worker still waits
+    finally:
+        pg.start()
+    assert w.wait(timeout=300) == 0, (tmp_path / "w.log").read_text()
+    assert_nothing_lost(url, "away", 1, Path(env["SEARCH_ARTIFACTS"]))
+
+
+def test_hopeless_study_stops_with_one_line(cifar_small, tmp_path, monkeypatch, capsys):
+    """Only the very smallest model of this space fits; random samples never hit it."""
+    import search.worker as worker_mod
+    from objectives import count_params
+    from objectives.feasibility import smallest_arch
+    from objectives.space import SearchSpace
+    from search.definition import StudyDefinition
+    space = SearchSpace.from_dict({"arch": {"num_stages": [3, 5], "blocks": [1, 4], "channels": [8, 64, 128, 256]},
+                                   "recipe": {"epochs": [1, 1]}})
+    definition = StudyDefinition(space=space, budget=count_params(smallest_arch(space.arch)), val_size=200,
+                                 sampler="random")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    from search.definition import create_study
+    from storage.database import make_storage
+    create_study(make_storage(url), "tight", definition)  # passes: the smallest model fits
+    monkeypatch.setattr(worker_mod, "HOPELESS_STREAK", 15)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = main(["worker", "--study", "tight", "--storage", url, "--gpus", "none", "--data-dir", str(cifar_small),
+                     "--artifacts", str(tmp_path / "a")])
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    err = capsys.readouterr().err
+    assert code == 1 and "15 samples in a row over the budget" in err and len(err.strip().splitlines()) == 1
+    trials = load(url, "tight").trials
+    assert len(trials) == 15 and all("infeasible" in t.user_attrs for t in trials)
+
+
+def test_unreachable_port_answers_within_seconds(capsys):
+    url = f"postgresql+psycopg2://u@127.0.0.1:{free_port()}/db"
+    started = time.monotonic()
+    assert main(["status", "--study", "x", "--storage", url]) == 1
+    assert time.monotonic() - started < 15
+    assert "within 3 s" in capsys.readouterr().err
+
+
+def test_retry_waits_through_an_outage_and_gives_up_after_db_wait(capsys):
+    from search.dbretry import DatabaseRetry
+    from storage.database import StorageUnavailable
+    down = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+    calls = []
+
+    def flaky():  # away for the first three calls, then back
+        calls.append(time.monotonic())
+        if len(calls) <= 3:
+            raise down
+        return "ok"
+    assert DatabaseRetry(wait=30, label="t", delays=(0.2,)).call(flaky) == "ok" and len(calls) == 4
+    assert "reachable again" in capsys.readouterr().out
+
+    def never():
+        raise down
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable, match=r"unreachable for \d+ s \(--db-wait 1.5\)"):
+        DatabaseRetry(wait=1.5, label="t", delays=(0.2,)).call(never)
+    assert 1.5 <= time.monotonic() - started < 5
+
+    def bug():  # not a database error: no retry
+        calls.append(0)
+        raise KeyError("x")
+    calls.clear()
+    with pytest.raises(KeyError):
+        DatabaseRetry(wait=30, label="t").call(bug)
+    assert calls == [0]

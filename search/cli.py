@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 DEFAULT_BUDGET = 5_000_000
+CIFAR_TRAIN_IMAGES = 50_000
 
 
 def _positive_int(text: str) -> int:
@@ -85,7 +86,13 @@ def _definition(args: argparse.Namespace):
     import dataclasses
     from objectives.space import SearchSpace
     from search.definition import StudyDefinition
-    space = SearchSpace.from_json(_read(args.space)) if args.space else SearchSpace()
+    if args.space:
+        space = SearchSpace.from_json(_read(args.space))
+    else:  # the default ranges, with batch sizes and EMA a short run can use (objectives/budget.py)
+        from objectives.budget import fit_recipe_space
+        n_train = min(args.train_limit or CIFAR_TRAIN_IMAGES, CIFAR_TRAIN_IMAGES - args.val_size)
+        default = SearchSpace().recipe
+        space = SearchSpace(recipe=fit_recipe_space(default, n_train, args.epochs or default.epochs[1]))
     if args.epochs is not None:
         space = dataclasses.replace(space, recipe=dataclasses.replace(space.recipe, epochs=(args.epochs, args.epochs)))
     return StudyDefinition(space=space, budget=args.budget, val_size=args.val_size, seed=args.seed,
@@ -106,7 +113,8 @@ def _worker_options(args: argparse.Namespace):
     from storage.urls import resolve_storage_url
     return WorkerOptions(study=args.study, storage_url=resolve_storage_url(args.storage), data_dir=args.data_dir,
                          artifacts=args.artifacts, n_trials=args.n_trials, timeout=args.timeout,
-                         heartbeat=args.heartbeat, grace=args.grace, db_wait=args.db_wait, compile=args.compile)
+                         heartbeat=args.heartbeat, grace=args.grace, db_wait=args.db_wait, compile=args.compile,
+                         quiet=args.quiet)
 
 
 def _child_args(opts) -> list[str]:
@@ -114,6 +122,8 @@ def _child_args(opts) -> list[str]:
            "--grace", str(opts.grace), "--db-wait", str(opts.db_wait)]
     if opts.compile:
         out.append("--compile")
+    if opts.quiet:
+        out.append("--quiet")
     for flag, value in (("--data-dir", opts.data_dir), ("--artifacts", opts.artifacts),
                         ("--n-trials", opts.n_trials), ("--timeout", opts.timeout)):
         if value is not None:
@@ -126,12 +136,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     opts = _worker_options(args)
     if args.slot_device:  # a child started by a parent worker
         return run_slot(opts, args.slot_device)
+    from objectives.data import ensure_cifar10
     from search.definition import load_study
-    load_study(_storage(args), args.study)  # unknown study: fail here, once, not in every child
+    from search.eta import say_if_target_reached
+    ensure_cifar10(args.data_dir)  # missing data: fail here, once, not in every child
+    study, _ = load_study(_storage(args), args.study)  # unknown study: likewise
+    if say_if_target_reached(study, args.n_trials, args.timeout):
+        return 0
     return run_worker(opts, args.gpus, args.per_gpu, _child_args(opts))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from objectives.data import ensure_cifar10
+    ensure_cifar10(args.data_dir)  # before the study exists: a failed first run leaves nothing behind
     cmd_create(args)
     return cmd_worker(args)
 
@@ -207,6 +224,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import optuna_dashboard
+    from search.definition import load_study
+    from storage.artifacts import open_artifact_store
+    storage = _storage(args)
+    study, _ = load_study(storage, args.study)
+    # The artifact store is what makes each trial's model.pt downloadable: without it the
+    # dashboard lists the artifacts but answers HTTP 400 to a download.
+    store = open_artifact_store(args.artifacts)
+    print(f"optuna-dashboard for study {args.study}: http://127.0.0.1:{args.port}/dashboard/studies/"
+          f"{study._study_id} (no authentication; Ctrl-C stops it)", flush=True)
+    # Loopback only: the dashboard has no authentication (reach it from elsewhere by SSH tunnel).
+    optuna_dashboard.run_server(storage, host="127.0.0.1", port=args.port, artifact_store=store)
+    return 0
+
+
 # ---- parser -------------------------------------------------------------------------------
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
@@ -223,9 +256,12 @@ def _add_create(p: argparse.ArgumentParser) -> None:
                    help="ranges to search; `search space` prints the default to start from")
     p.add_argument("--val-size", type=_positive_int, default=5_000, help="validation images held out of train (default 5000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split and of training (default 0)")
-    p.add_argument("--train-limit", type=_positive_int, help="train on only this many images (smoke studies)")
-    p.add_argument("--pruner", choices=("hyperband", "median", "none"), default="hyperband")
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    p.add_argument("--train-limit", type=_positive_int,
+                   help="train on only this many images, for quick studies (default: all but the validation images)")
+    p.add_argument("--pruner", choices=("hyperband", "median", "none"), default="hyperband",
+                   help="stops unpromising trials early, judged on validation accuracy per epoch (default hyperband)")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
+                   help="how configs are drawn: tpe learns from finished trials, random does not (default tpe)")
 
 
 def _add_worker(p: argparse.ArgumentParser) -> None:
@@ -233,33 +269,62 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
     p.add_argument("--gpus", default="all", help="all, none (CPU), or a list like 0,1 (default all; CPU if none visible)")
     p.add_argument("--per-gpu", type=_positive_int, default=1, help="worker processes per GPU (or CPU processes) (default 1)")
-    p.add_argument("--n-trials", type=_positive_int, help="stop once the study has this many trained trials (all workers)")
-    p.add_argument("--timeout", type=float, metavar="SEC", help="start no new trial after this many seconds")
+    p.add_argument("--n-trials", type=_positive_int,
+                   help="stop once the study has this many trained trials, counted over all workers; stored in "
+                        "the study for `search status` (default: no limit)")
+    p.add_argument("--timeout", type=float, metavar="SEC",
+                   help="start no new trial after this many seconds (default: no limit)")
     p.add_argument("--heartbeat", type=_positive_int, default=20, metavar="SEC", help="heartbeat interval (default 20)")
     p.add_argument("--grace", type=_positive_int, default=60, metavar="SEC",
                    help="a trial without heartbeat this long is failed and retried (default 60)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each trial's model: faster steps after ~40 s of compiling per new "
-                        "architecture (measured on CPU), so it pays off only for long trials")
+                        "architecture (measured on CPU), so it pays off only for long trials (default: off)")
+    p.add_argument("--quiet", action="store_true", help="print one line per trial, none per epoch (default: off)")
     p.add_argument("--slot-device", choices=("cpu", "cuda"), help=argparse.SUPPRESS)
+
+
+EXAMPLES = """examples:
+  search run --study demo --budget 250000 --epochs 3 --train-limit 8000 --val-size 1000 --n-trials 6
+                               a small search on this machine (a few minutes on a CPU)
+  search status --study demo   progress, time to the target, the best trial
+  search dashboard --study demo
+                               the study in optuna-dashboard on http://127.0.0.1:8080
+  search export-best --study demo --out best.pt --evaluate
+                               the winner as one file, with its test accuracy
+  search run --study s1 --n-trials 200
+                               a real search: 5M parameters, 20 epochs, all training images
+
+`search COMMAND --help` describes each command's options."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("resnet-search")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="search",
         description="Search ResNet architectures and training recipes for CIFAR-10 within a "
-                    "parameter budget, on Optuna studies.")
+                    "parameter budget, on Optuna studies.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s (resnet-search) {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("presets", help="list known architectures: exact parameters, MACs, within budget?")
     s.add_argument("--budget", type=_positive_int, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--json", action="store_true", help="machine-readable output (default: a table)")
     s.set_defaults(func=cmd_presets)
 
     s = sub.add_parser("arch", help="show one architecture's JSON, exact size and cost; exit 1 if over budget or invalid")
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", help="a name from `search presets`")
-    src.add_argument("--file", help="a JSON file holding an architecture (the format this command prints)")
+    src.add_argument("--preset", help="a name from `search presets` (this or --file is required)")
+    src.add_argument("--file", help="a JSON file holding an architecture, the format this command prints "
+                                    "(this or --preset is required)")
     s.add_argument("--budget", type=_positive_int, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
     s.set_defaults(func=cmd_arch)
 
@@ -273,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (("create", cmd_create, "create a study (idempotent for the same definition)"),
                                  ("run", cmd_run, "create the study if missing, then work on it: the one-command path")):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("--study", required=True)
+        s.add_argument("--study", required=True, help="study name (required)")
         _add_storage(s)
         _add_create(s)
         if name == "run":
@@ -281,41 +346,42 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
 
     s = sub.add_parser("worker", help="run trials of a study: one process per GPU slot")
-    s.add_argument("--study", required=True)
+    s.add_argument("--study", required=True, help="study name (required)")
     _add_storage(s)
     _add_worker(s)
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("status", help="counts by state, best trial, trials per hour, recent failures")
-    s.add_argument("--study", required=True)
+    s.add_argument("--study", required=True, help="study name (required)")
     _add_storage(s)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("enqueue", help="queue a preset architecture as the study's next trial (warm start)")
-    s.add_argument("--study", required=True)
+    s.add_argument("--study", required=True, help="study name (required)")
     s.add_argument("--preset", required=True, help="a name from `search presets`")
     _add_storage(s)
     s.set_defaults(func=cmd_enqueue)
 
     s = sub.add_parser("export-best", help="write the best trial's model to one file loadable with plain PyTorch")
-    s.add_argument("--study", required=True)
+    s.add_argument("--study", required=True, help="study name (required)")
     s.add_argument("--out", required=True, help="file to write (torch.load(FILE, weights_only=True) reads it)")
     _add_storage(s)
     s.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
-    s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy")
-    s.add_argument("--data-dir", help="CIFAR-10 folder for --evaluate")
+    s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy (default: off)")
+    s.add_argument("--data-dir", help="CIFAR-10 folder for --evaluate (default: $SEARCH_DATA_DIR, else ./data)")
     s.add_argument("--format", choices=("checkpoint", "torchscript", "onnx"), default="checkpoint",
                    help="checkpoint: torch.load(FILE, weights_only=True) dict; torchscript/onnx: a graph that runs "
                         "without this package, input float32 N x 3 x 32 x 32 pixels in [0, 1], output logits "
-                        "(the checkpoint is written beside it as .pt)")
+                        "(the checkpoint is written beside it as .pt) (default checkpoint)")
     s.set_defaults(func=cmd_export_best)
 
     s = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a model file")
     s.add_argument("file", help="a file written by `search export-best`")
     s.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data)")
-    s.add_argument("--tta", action="store_true", help="average logits over each image and its mirror")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--tta", action="store_true",
+                   help="average logits over each image and its mirror (default: off)")
+    s.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="predict classes of unlabeled images into a competition CSV (ID,Labels)",
@@ -328,14 +394,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", help="a file written by `search export-best`")
     s.add_argument("--input", required=True, help="pickle file or image folder")
     s.add_argument("--out", required=True, help="CSV to write")
-    s.add_argument("--tta", action="store_true", help="average logits over each image and its mirror")
+    s.add_argument("--tta", action="store_true",
+                   help="average logits over each image and its mirror (default: off)")
     s.set_defaults(func=cmd_predict)
 
+    s = sub.add_parser("dashboard", help="serve optuna-dashboard for a study, checkpoints downloadable, on this machine")
+    s.add_argument("--study", required=True, help="the study to open")
+    _add_storage(s)
+    s.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
+    s.add_argument("--port", type=_positive_int, default=8080, help="port to listen on (default 8080)")
+    s.set_defaults(func=cmd_dashboard)
+
     s = sub.add_parser("report", help="PNG plots and a Markdown summary of a study")
-    s.add_argument("--study", required=True)
+    s.add_argument("--study", required=True, help="study name (required)")
     s.add_argument("--out", required=True, help="folder to write into")
     _add_storage(s)
     s.set_defaults(func=cmd_report)
+    for action in sub._choices_actions:  # `search COMMAND --help` opens with its one-line summary
+        command = sub.choices[action.dest]
+        command.description = command.description or action.help[:1].upper() + action.help[1:] + "."
     return p
 
 

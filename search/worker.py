@@ -29,6 +29,7 @@ from storage.database import make_storage, quiet_optuna
 
 from .definition import load_study
 from .objective import Objective, TrialFailed, WorkerStopping
+from .progress import EpochPrinter
 
 DB_RETRY_SECONDS = (1, 2, 5, 10, 20, 30)  # back-off while the database is unreachable
 
@@ -45,6 +46,7 @@ class WorkerOptions:
     grace: int = 60                    # a trial silent this long is failed and retried
     db_wait: float = 60.0
     compile: bool = False              # torch.compile each trial's model (pays off only for long trials)
+    quiet: bool = False                # only one line per trial, none per epoch
 
 
 def trained_trials(study: optuna.Study) -> int:
@@ -70,7 +72,8 @@ class StopFlag:
             if self.set:
                 os._exit(128 + signum)
             self.set = True
-            print(f"worker {os.getpid()}: {signal.Signals(signum).name}: stopping after cleanup", flush=True)
+            print(f"worker {os.getpid()}: {signal.Signals(signum).name}: stopping the trial in flight (it is "
+                  f"re-queued and resumes from its last epoch); press Ctrl-C again to exit at once", flush=True)
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
@@ -119,7 +122,7 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     data = data.to(dev)  # once per worker, not once per trial
     objective = Objective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study, should_stop=stop,
-                          compile=opts.compile)
+                          compile=opts.compile, on_epoch=EpochPrinter(opts.study, opts.quiet))
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     watch_stale_trials(study, opts.heartbeat, stop)
 

@@ -62,3 +62,13 @@ def progress(total: int, desc: str, unit: str = "img", out: TextIO | None = None
             print(f"{desc}: {done:,}/{total:,} {unit} ({done / max(1, total):.0%})", file=stream, flush=True)
 
     yield advance
+
+
+def describe_config(user_attrs: dict[str, Any]) -> str:
+    """What the sampler chose, short: `adamw lr 0.002, batch 128; 4 stages, widths 16-96`."""
+    recipe, arch = user_attrs.get("recipe") or {}, user_attrs.get("architecture") or {}
+    if not recipe or not arch:
+        return ""
+    widths = [s["channels"] for s in arch["stages"]]
+    return (f"{recipe['optimizer']} lr {recipe['lr']:.3g}, batch {recipe['batch_size']}; "
+            f"{len(widths)} stages, widths {min(widths)}-{max(widths)}")

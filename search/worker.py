@@ -29,7 +29,7 @@ from storage.database import make_storage, quiet_optuna
 
 from .definition import load_study
 from .objective import Objective, TrialFailed, WorkerStopping
-from .progress import EpochPrinter
+from .progress import EpochPrinter, describe_config
 
 DB_RETRY_SECONDS = (1, 2, 5, 10, 20, 30)  # back-off while the database is unreachable
 
@@ -90,6 +90,7 @@ def _log_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
     else:
         value = t.value if t.state == TrialState.COMPLETE else (max(t.intermediate_values.values()) if t.intermediate_values else float('nan'))
         what = f"{t.state.name.lower()} val_acc {value:.4f}, {a.get('params', 0):,} params, {a.get('seconds', 0):.0f} s"
+        what += f" ({describe_config(a)})" if describe_config(a) else ""
     print(f"[{study.study_name}] trial {t.number}: {what}", flush=True)
 
 

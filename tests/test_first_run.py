@@ -198,3 +198,15 @@ def test_every_command_and_option_is_described_with_its_default():
     assert "examples:" in shown and "search run --study demo" in shown
     version = subprocess.run([SEARCH, "--version"], capture_output=True, text=True, check=True).stdout
     assert re.fullmatch(r"search \(resnet-search\) \d+\.\d+\.\d+\n", version)
+
+
+def test_readme_demo_command_parses_and_is_a_real_search():
+    from tests.test_readme import REPO, readme_commands
+    main_job = readme_commands()[0]
+    run = main_job.split(" && ")[1].split()
+    assert run[0] == ".venv/bin/search"
+    args = build_parser().parse_args(run[1:])
+    from objectives.space import SearchSpace
+    space = SearchSpace.from_json((REPO / args.space).read_text())  # the file ships and loads
+    assert args.n_trials >= 4 and args.pruner == "hyperband" and args.epochs >= 2  # pruning can act
+    assert len(space.recipe.optimizers) > 1 and space.arch.channels[0] < space.arch.channels[-1]

@@ -285,7 +285,8 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
 
 
 EXAMPLES = """examples:
-  search run --study demo --budget 250000 --epochs 3 --train-limit 8000 --val-size 1000 --n-trials 6
+  search run --study demo --space examples/demo-space.json --budget 250000 --epochs 2 \\
+             --train-limit 15000 --val-size 1000 --n-trials 4 --timeout 180
                                a small search on this machine (a few minutes on a CPU)
   search status --study demo   progress, time to the target, the best trial
   search dashboard --study demo

@@ -90,8 +90,10 @@ def _progress_lines(s: dict[str, Any]) -> list[str]:
         what = f"{p['trained']}/{p['target']} trained trials" if p["target"] is not None else f"{p['trained']} trained trials"
         if p["eta_of"] == "target":
             eta = f"about {format_duration(p['eta_seconds'])} to the target at the measured rate"
-        elif p["eta_of"] == "timeout":
+        elif p["eta_of"] == "timeout" and p["eta_seconds"] > 0:
             eta = f"the timeout ends work in {format_duration(p['eta_seconds'])} ({p['deadline']})"
+        elif p["eta_of"] == "timeout":
+            eta = f"the timeout passed at {p['deadline']}: raise --timeout to go on"
         else:
             eta = "no rate measured yet"
         lines.append(f"  target: {what}; {eta}")

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import urllib.request
@@ -19,7 +20,7 @@ import torch
 
 from search.cli import build_parser
 from tests.servers import free_port
-from tests.test_service import SEARCH, VARIED_SPACE, search, space_file
+from tests.test_service import FIXED_SPACE, SEARCH, VARIED_SPACE, search, space_file
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -210,3 +211,24 @@ def test_readme_demo_command_parses_and_is_a_real_search():
     space = SearchSpace.from_json((REPO / args.space).read_text())  # the file ships and loads
     assert args.n_trials >= 4 and args.pruner == "hyperband" and args.epochs >= 2  # pruning can act
     assert len(space.recipe.optimizers) > 1 and space.arch.channels[0] < space.arch.channels[-1]
+
+
+def test_ctrl_c_stops_the_trial_within_seconds_and_says_how_to_exit_at_once(cifar_small, tmp_path):
+    env = dict(os.environ, SEARCH_DATA_DIR=str(cifar_small), SEARCH_STORAGE=f"sqlite:///{tmp_path / 'search.db'}",
+               SEARCH_ARTIFACTS=str(tmp_path / "artifacts"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    space = dict(FIXED_SPACE, recipe=dict(FIXED_SPACE["recipe"], epochs=[300, 300]))
+    proc = subprocess.Popen([SEARCH, "run", "--study", "stop", "--space", space_file(tmp_path, space), "--val-size", "200",
+                             "--budget", "100000", "--gpus", "none", "--n-trials", "1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until training runs
+        lines.append(line)
+        if "epoch 1/300" in line:
+            break
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    sent = time.monotonic()
+    rest = proc.communicate(timeout=120)[0]
+    waited = time.monotonic() - sent
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "press Ctrl-C again to exit at once" in rest and "interrupted, re-queued to resume" in rest, rest
+    assert waited < 60, waited  # a training step, the re-queue and the exit; not the 299 epochs left

@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .budget import fit_to_budget
 from .architecture import ACTIVATIONS, INPUT_SIDE, MAX_STAGES, ArchConfig, StageConfig, fields_from_dict
+from .budget import fit_to_budget
 
 if TYPE_CHECKING:
     from .recipe import RecipeSpace

@@ -235,8 +235,10 @@ def run_worker(opts: WorkerOptions, gpus: str, per_gpu: int, child_args: list[st
         else:
             env["CUDA_VISIBLE_DEVICES"] = visible
         device = "cpu" if visible is None else "cuda"
+        # Own session: a terminal's Ctrl-C reaches the parent alone, which forwards it once (else
+        # each child got it twice, from the terminal and from the parent, and exited at once).
         children.append(subprocess.Popen([sys.executable, "-m", "search", "worker", *child_args,
-                                          "--slot-device", device], env=env))
+                                          "--slot-device", device], env=env, start_new_session=True))
 
     def forward(signum, frame):
         for c in children:

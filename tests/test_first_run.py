@@ -62,7 +62,8 @@ def test_finished_study_says_so_in_run_and_status(first_study):
     assert "target: 2/2 trained trials; nothing to do: raise --n-trials" in status, status
     spent = re.search(r"time spent: complete (\d+) s", status)
     assert spent and int(spent.group(1)) > 0, status
-    summary = json.loads(search("status", "--study", "first", "--json", env=env).stdout)
+    from search.status import summarize
+    summary = summarize(optuna.load_study(study_name="first", storage=env["SEARCH_STORAGE"]))
     assert summary["progress"]["target"] == 2 and summary["progress"]["reached"]
     assert summary["seconds_by_state"]["complete"] > 0
 

@@ -93,13 +93,34 @@ def _read_split(folder: Path, files: tuple[str, ...]) -> Split:
     return Split(torch.from_numpy(images), torch.from_numpy(labels))
 
 
+def missing_data_message(root: Path, what: str) -> str:
+    """One line: where we looked (absolute) and the three ways to provide the data."""
+    return (f"no CIFAR-10 in {root.resolve()} ({what}); provide it one of three ways: --data-dir DIR "
+            f"(a folder holding {FOLDER}), ${DATA_DIR_ENV}=DIR, or `search prepare-data [--data-dir DIR]` "
+            f"on a machine that can download it")
+
+
 def download(root: Path) -> None:
     """Fetch the official archive with torchvision, which checks its MD5."""
     from torchvision.datasets import CIFAR10
     try:
         CIFAR10(str(root), train=True, download=True)
     except Exception as e:  # network errors come in many types; the user needs one line
-        raise DataError(f"CIFAR-10 is not under {root} and the download failed: {e}") from e
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(missing_data_message(root, f"the download failed: {reason}")) from e
+
+
+def ensure_cifar10(data_dir: str | os.PathLike | None = None) -> Path:
+    """The batches folder, downloaded first if absent: a cheap check that commands run before
+    they create or change anything, so a missing data set fails first, not in the worker."""
+    root = resolve_data_dir(data_dir)
+    folder = find_batches(root)
+    if folder is None:
+        download(root)
+        folder = find_batches(root)
+        if folder is None:
+            raise DataError(missing_data_message(root, "the download finished but left no batches"))
+    return folder
 
 
 def load_cifar10(data_dir: str | os.PathLike | None = None, download_missing: bool = True) -> Cifar10:
@@ -108,12 +129,8 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, download_missing: bo
     folder = find_batches(root)
     if folder is None:
         if not download_missing:
-            raise DataError(f"no CIFAR-10 under {root}: expected {root / FOLDER}/data_batch_1..5 "
-                            f"and test_batch (set --data-dir or ${DATA_DIR_ENV})")
-        download(root)
-        folder = find_batches(root)
-        if folder is None:
-            raise DataError(f"download finished but no batches found under {root}")
+            raise DataError(missing_data_message(root, f"expected {FOLDER}/data_batch_1..5 and test_batch"))
+        folder = ensure_cifar10(root)
     return Cifar10(_read_split(folder, TRAIN_FILES), _read_split(folder, TEST_FILES), folder)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .architecture import ACTIVATIONS, INPUT_SIDE, MAX_BLOCKS, MAX_STAGES, ArchConfig, StageConfig, fields_from_dict
+from .budget import fit_to_budget
 from .checks import choice, is_int, low_high, non_empty_list, number
 
 if TYPE_CHECKING:
@@ -93,8 +94,9 @@ def _uniform(trial: TrialLike, name: str, lo_hi: tuple[float, float]) -> float:
     return float(lo) if lo == hi else trial.suggest_float(name, lo, hi)
 
 
-def sample_arch(trial: TrialLike, space: ArchSpace) -> ArchConfig:
-    """Draw one architecture from `space`. Builds nothing: count it before building."""
+def sample_arch(trial: TrialLike, space: ArchSpace, budget: int | None = None) -> ArchConfig:
+    """Draw one architecture from `space`. Builds nothing: count it before building.
+    With `budget`, an over-budget draw is narrowed to fit (see objectives/budget.py)."""
     n = trial.suggest_int("num_stages", *space.num_stages)
     stages = tuple(
         StageConfig(
@@ -105,7 +107,7 @@ def sample_arch(trial: TrialLike, space: ArchSpace) -> ArchConfig:
         )
         for i in range(1, n + 1)
     )
-    return ArchConfig(
+    arch = ArchConfig(
         stages=stages,
         pool_kernel=trial.suggest_categorical(f"pool_kernel_n{n}", pool_choices(n)),
         stem_kernel=trial.suggest_categorical("stem_kernel", space.stem_kernels),
@@ -116,6 +118,7 @@ def sample_arch(trial: TrialLike, space: ArchSpace) -> ArchConfig:
         block_dropout=_uniform(trial, "block_dropout", space.block_dropout),
         head_dropout=_uniform(trial, "head_dropout", space.head_dropout),
     )
+    return arch if budget is None else fit_to_budget(arch, space.channels, budget)
 
 
 def arch_to_params(arch: ArchConfig, space: ArchSpace) -> dict[str, Any]:

@@ -79,9 +79,10 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, mean, std, device: str | torch.device = "cpu",
-             tta: bool = False, batch_size: int = 1024) -> EvalResult:
+             tta: bool = False, batch_size: int = 1024,
+             advance: Callable[[int], None] | None = None) -> EvalResult:
     """Accuracy and mean cross-entropy of `model` on `split`; with `tta`, logits are
-    averaged over each image and its mirror."""
+    averaged over each image and its mirror. `advance(n)` is told each batch's size (progress)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -100,6 +101,8 @@ def evaluate(model: nn.Module, split: Split, mean, std, device: str | torch.devi
                 logits = (logits + model(x.flip(3)).float()) / 2
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         preds.append(logits.argmax(1))
+        if advance is not None:
+            advance(len(y))
     model.train(was_training)
     pred = torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.long)
     n = max(1, len(split))

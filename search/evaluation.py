@@ -9,13 +9,16 @@ from objectives.checkpoint import load_model
 from objectives.data import CLASSES, load_cifar10
 from objectives.train import default_device, evaluate
 
+from .progress import progress
+
 
 def evaluate_file(path: str, data_dir: str | None, tta: bool) -> dict[str, Any]:
     device = default_device()
     model, info = load_model(path, device)
     test = load_cifar10(data_dir).test
     norm = info["normalization"]
-    result = evaluate(model, test, norm["mean"], norm["std"], device, tta=tta)
+    with progress(len(test), "evaluating on the test set") as advance:
+        result = evaluate(model, test, norm["mean"], norm["std"], device, tta=tta, advance=advance)
     n = len(CLASSES)
     confusion = torch.zeros(n, n, dtype=torch.long)
     confusion.index_put_((test.labels, result.predictions), torch.ones_like(test.labels), accumulate=True)

@@ -11,6 +11,7 @@ from objectives.data import load_cifar10
 from objectives.train import default_device, evaluate
 from storage.artifacts import download_torch, open_artifact_store
 
+from .progress import progress
 from .status import best_feasible
 
 
@@ -43,7 +44,9 @@ def test_accuracy(data: dict, data_dir: str | None, tta: bool) -> tuple[float, i
     model, info = load_model(data)
     test = load_cifar10(data_dir).test
     norm = info["normalization"]
-    return evaluate(model, test, norm["mean"], norm["std"], default_device(), tta=tta).accuracy, len(test)
+    with progress(len(test), "evaluating on the test set") as advance:
+        result = evaluate(model, test, norm["mean"], norm["std"], default_device(), tta=tta, advance=advance)
+    return result.accuracy, len(test)
 
 
 class WithNormalization(torch.nn.Module):

@@ -55,10 +55,12 @@ def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class Objective:
     def __init__(self, definition: StudyDefinition, data: TrainData, device: torch.device, artifact_store,
-                 study_name: str, should_stop: Callable[[], bool] = lambda: False, compile: bool = False):
+                 study_name: str, should_stop: Callable[[], bool] = lambda: False, compile: bool = False,
+                 on_epoch: Callable[..., None] | None = None):
         self.definition, self.data, self.device = definition, data, device
         self.store, self.study_name, self.should_stop = artifact_store, study_name, should_stop
         self.compile = compile
+        self.on_epoch = on_epoch  # progress: (trial, epoch, epochs, metrics, seconds, epochs this run)
         self.current_trial_id: int | None = None  # the trial in flight, for the worker's fault handling
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -67,7 +69,7 @@ class Objective:
         for inherited in ("fail_reason", "requeued"):  # from the attempt this trial retries
             if trial.user_attrs.get(inherited):
                 trial.set_user_attr(inherited, None)
-        arch = sample_arch(trial, d.space.arch)
+        arch = sample_arch(trial, d.space.arch, d.budget)
         fixed_recipe = trial.user_attrs.get(FIXED_RECIPE_ATTR)
         recipe = Recipe.from_dict(fixed_recipe) if fixed_recipe else sample_recipe(trial, d.space.recipe)
         params = count_params(arch)
@@ -97,6 +99,9 @@ class Objective:
             nonlocal previous
             if metrics["val_acc"] is not None:  # None: no validation split (final training on all images)
                 trial.report(metrics["val_acc"], epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, epoch, recipe.epochs, metrics, time.perf_counter() - started,
+                              epoch - resumed_from)
             trial.set_user_attr("curve", _curve(trainer.history))
             if epoch < recipe.epochs:
                 ckpt_id = upload_torch(self.store, trial, trainer.checkpoint(), f"resume-epoch{epoch}.pt", storage)

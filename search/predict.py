@@ -22,6 +22,8 @@ from objectives.data import Split
 from objectives.safe_pickle import BadPickle, UnsafePickleError, load_dict
 from objectives.train import default_device, evaluate
 
+from .progress import progress
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -105,7 +107,9 @@ def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool = False
     model, info = load_model(model_path, device)
     norm = info["normalization"]
     dummy = torch.zeros(len(ids), dtype=torch.long)
-    predictions = evaluate(model, Split(images, dummy), norm["mean"], norm["std"], device, tta=tta).predictions
+    with progress(len(ids), "predicting") as advance:
+        predictions = evaluate(model, Split(images, dummy), norm["mean"], norm["std"], device, tta=tta,
+                               advance=advance).predictions
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)

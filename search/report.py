@@ -35,6 +35,7 @@ def plot_history(study, path: Path) -> None:
             ys.append(best)
         ax.step(xs, ys, where="post", color="tab:red", label=f"best so far ({ys[-1]:.4f})")
     ax.set(xlabel="trial", ylabel="validation accuracy", title=f"{study.study_name}: best accuracy over trials")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # trial numbers, not 0.5 steps
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
@@ -46,15 +47,21 @@ def plot_accuracy_vs_params(study, budget: int, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     done = _feasible(study)
     over = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "infeasible" in t.user_attrs]
+    pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+              if t.intermediate_values and "params" in t.user_attrs]
+    ax.scatter([t.user_attrs["params"] / 1e6 for t in pruned], [max(t.intermediate_values.values()) for t in pruned],
+               s=14, color="0.65", label=f"pruned, best epoch ({len(pruned)})")
     ax.scatter([t.user_attrs["params"] / 1e6 for t in done], [t.value for t in done], s=18, color="tab:blue",
-               label="trained (complete)")
+               label=f"trained (complete) ({len(done)})")
+    x_max = max(budget / 1e6 * 1.6, min(max((t.user_attrs["params"] for t in over), default=0) / 1e6, budget / 1e6 * 4))
+    off_chart = sum(t.user_attrs["params"] / 1e6 > x_max for t in over)
     ax.scatter([t.user_attrs["params"] / 1e6 for t in over], [0] * len(over), marker="x", s=18, color="tab:red",
-               label="over budget (not trained)")
+               label=f"over budget, not trained ({len(over)}" + (f", {off_chart} beyond the right edge)" if off_chart else ")"))
     ax.axvline(budget / 1e6, color="black", linestyle="--", label=f"budget {budget / 1e6:g}M")
     ax.set(xlabel="trainable parameters (millions)", ylabel="validation accuracy",
            title="accuracy vs parameter count")
     if over:
-        ax.set_xlim(0, max(budget / 1e6 * 1.6, min(max(t.user_attrs["params"] for t in over) / 1e6, budget / 1e6 * 4)))
+        ax.set_xlim(0, x_max)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -84,6 +91,16 @@ def plot_learning_curves(study, path: Path, top: int = 6) -> None:
     plt.close(fig)
 
 
+MIN_TRIALS_FOR_IMPORTANCES = 10  # below this the ranking mostly reflects noise between a few trials
+
+
+def importances_missing_reason(trained: int) -> str:
+    if trained < MIN_TRIALS_FOR_IMPORTANCES:
+        return (f"no importances: {trained} trained trials, they need at least {MIN_TRIALS_FOR_IMPORTANCES}\n"
+                f"(with fewer, the ranking mostly reflects noise between a few trials)")
+    return "no importances: the trained trials share no varied parameter"
+
+
 def plot_importances(study, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     # Trained trials only: over-budget ones score 0 and would make "size" look all-important.
@@ -93,7 +110,7 @@ def plot_importances(study, path: Path) -> None:
                                   value=max(t.intermediate_values.values()))
         for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.intermediate_values]
     importances = {}
-    if len(trained) >= 3:
+    if len(trained) >= MIN_TRIALS_FOR_IMPORTANCES:
         proxy = optuna.create_study(direction="maximize")
         proxy.add_trials(trained)
         try:
@@ -109,7 +126,7 @@ def plot_importances(study, path: Path) -> None:
         ax.set(xlabel="importance (PED-ANOVA, Optuna's default)",
                title=f"hyperparameter importances ({len(trained)} trained trials)")
     else:
-        ax.text(0.5, 0.5, f"not enough trained trials for importances ({len(trained)})", ha="center", va="center")
+        ax.text(0.5, 0.5, importances_missing_reason(len(trained)), ha="center", va="center", wrap=True)
         ax.set_axis_off()
     fig.tight_layout()
     fig.savefig(path)
@@ -144,6 +161,9 @@ def write_summary(study, definition: StudyDefinition, path: Path) -> None:
                   f"{r.get('epochs')} epochs", ""]
     else:
         lines += ["## Best trial: none yet", ""]
+    n_trained = len(_feasible(study)) + sum(bool(t.intermediate_values) for t in trials if t.state == TrialState.PRUNED)
+    if n_trained < MIN_TRIALS_FOR_IMPORTANCES:
+        lines += [importances_missing_reason(n_trained).replace("\n", " ") + ".", ""]
     lines += ["![best accuracy over trials](history.png)", "![accuracy vs parameters](accuracy_vs_params.png)",
               "![learning curves](learning_curves.png)", "![importances](importances.png)", ""]
     path.write_text("\n".join(lines))

@@ -6,6 +6,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .eta import _now, progress_to_target, target_reached_message, time_by_state
+from .progress import format_duration
+
 def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
               if "infeasible" not in t.user_attrs and t.value is not None]
@@ -43,10 +46,18 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
                                 "cutout", "mixup_alpha", "label_smoothing", "ema_decay")},
             "has_checkpoint": bool(best.user_attrs.get("model_artifact")),
         }
+    trained_count = sum(t.state != TrialState.FAIL or (bool(t.user_attrs.get("fail_reason"))
+                                                          and not t.user_attrs.get("requeued")) for t in trained)
+    rate = per_hour
+    if trained and any(t.state == TrialState.RUNNING for t in trials):  # measured up to now while work goes on
+        hours = max((_now() - min(t.datetime_start for t in trained)).total_seconds(), 1.0) / 3600
+        rate = len(trained) / hours
+    progress = progress_to_target(study, trained_count, rate)
     failures = [{"trial": t.number, "reason": t.user_attrs.get("fail_reason") or "worker lost (heartbeat stale); re-queued"}
                 for t in trials if t.state == TrialState.FAIL][-5:]
     return {"study": study.study_name, "trials": len(trials), "counts": counts, "trials_per_hour": per_hour,
-            "best": best_info, "recent_failures": failures}
+            "best": best_info, "recent_failures": failures, "progress": progress,
+            "seconds_by_state": time_by_state(trials)}
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -54,6 +65,7 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [f"study {s['study']}: {s['trials']} trials",
              "  " + ", ".join(f"{k} {c[k]}" for k in ("complete", "pruned", "infeasible", "fail", "running", "waiting")),
              f"  trained trials per hour: {s['trials_per_hour'] if s['trials_per_hour'] is not None else '-'}"]
+    lines += _progress_lines(s)
     b = s["best"]
     if b:
         r = b["recipe"]
@@ -69,3 +81,24 @@ def format_summary(s: dict[str, Any]) -> str:
     for f in s["recent_failures"]:
         lines.append(f"  failed trial {f['trial']}: {f['reason']}")
     return "\n".join(lines)
+
+
+def _progress_lines(s: dict[str, Any]) -> list[str]:
+    p, lines = s["progress"], []
+    if p["reached"]:
+        lines.append(f"  target: {target_reached_message(p['trained'], p['target'])}")
+    elif p["target"] is not None or p["deadline"]:
+        what = f"{p['trained']}/{p['target']} trained trials" if p["target"] is not None else f"{p['trained']} trained trials"
+        if p["eta_of"] == "target":
+            eta = f"about {format_duration(p['eta_seconds'])} to the target at the measured rate"
+        elif p["eta_of"] == "timeout" and p["eta_seconds"] > 0:
+            eta = f"the timeout ends work in {format_duration(p['eta_seconds'])} ({p['deadline']})"
+        elif p["eta_of"] == "timeout":
+            eta = f"the timeout passed at {p['deadline']}: raise --timeout to go on"
+        else:
+            eta = "no rate measured yet"
+        lines.append(f"  target: {what}; {eta}")
+    if s["seconds_by_state"]:
+        lines.append("  time spent: " + ", ".join(f"{state} {format_duration(sec)}"
+                                                  for state, sec in sorted(s["seconds_by_state"].items())))
+    return lines

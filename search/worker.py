@@ -30,6 +30,7 @@ from storage.errors import transient_database_error
 from .dbretry import DatabaseRetry, StoppedWaiting
 from .definition import load_study
 from .objective import Objective, TrialFailed, WorkerStopping
+from .progress import EpochPrinter, describe_config
 
 
 
@@ -45,6 +46,7 @@ class WorkerOptions:
     grace: int = 60                    # a trial silent this long is failed and retried
     db_wait: float = 60.0
     compile: bool = False              # torch.compile each trial's model (pays off only for long trials)
+    quiet: bool = False                # only one line per trial, none per epoch
 
 
 def trained_trials(study: optuna.Study) -> int:
@@ -70,7 +72,8 @@ class StopFlag:
             if self.set:
                 os._exit(128 + signum)
             self.set = True
-            print(f"worker {os.getpid()}: {signal.Signals(signum).name}: stopping after cleanup", flush=True)
+            print(f"worker {os.getpid()}: {signal.Signals(signum).name}: stopping the trial in flight (it is "
+                  f"re-queued and resumes from its last epoch); press Ctrl-C again to exit at once", flush=True)
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
@@ -88,6 +91,7 @@ def _log_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         value = t.value if t.state == TrialState.COMPLETE else (max(t.intermediate_values.values()) if t.intermediate_values else float('nan'))
         metric = "test_acc" if "test_acc" in a else "val_acc"  # a final run's value is its test accuracy
         what = f"{t.state.name.lower()} {metric} {value:.4f}, {a.get('params', 0):,} params, {a.get('seconds', 0):.0f} s"
+        what += f" ({describe_config(a)})" if describe_config(a) else ""
     print(f"[{study.study_name}] trial {t.number}: {what}", flush=True)
 
 
@@ -132,13 +136,14 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     data = prepare_data(cifar, definition.val_size, definition.seed, definition.train_limit)
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     data = data.to(dev)  # once per worker, not once per trial
+    progress = EpochPrinter(opts.study, opts.quiet)
     if definition.final is not None:  # a `search finalize` study: fixed configurations, tested at the end
         from .finalize import FinalObjective
         objective = FinalObjective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study,
-                                   should_stop=stop, compile=opts.compile, test=cifar.test)
+                                   should_stop=stop, compile=opts.compile, on_epoch=progress, test=cifar.test)
     else:
         objective = Objective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study, should_stop=stop,
-                              compile=opts.compile)
+                              compile=opts.compile, on_epoch=progress)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     watch_stale_trials(study, opts.heartbeat, stop)
     hopeless = HopelessWatch(definition.budget)
@@ -312,8 +317,10 @@ def run_worker(opts: WorkerOptions, gpus: str, per_gpu: int, child_args: list[st
         else:
             env["CUDA_VISIBLE_DEVICES"] = visible
         device = "cpu" if visible is None else "cuda"
+        # Own session: a terminal's Ctrl-C reaches the parent alone, which forwards it once (else
+        # each child got it twice, from the terminal and from the parent, and exited at once).
         children.append(subprocess.Popen([sys.executable, "-m", "search", "worker", *child_args,
-                                          "--slot-device", device], env=env))
+                                          "--slot-device", device], env=env, start_new_session=True))
 
     def forward(signum, frame):
         for c in children:

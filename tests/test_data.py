@@ -32,7 +32,7 @@ def test_accepts_the_batches_folder_itself_and_the_env_var(cifar_small, monkeypa
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(DataError, match="no CIFAR-10 under .*data_batch_1"):
+    with pytest.raises(DataError, match="no CIFAR-10 in .*data_batch_1"):
         load_cifar10(tmp_path, download_missing=False)
 
 

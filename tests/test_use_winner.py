@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -174,7 +175,7 @@ def test_report_has_plots_and_names_the_best_trial(small_study, tmp_path):
     root, env = small_study
     out = tmp_path / "report"
     search("report", "--study", "winner", "--out", str(out), env=env)
-    for name in ("history", "accuracy_vs_params", "learning_curves", "importances"):
+    for name in ("history", "accuracy_vs_params", "learning_curves"):
         image = Image.open(out / f"{name}.png").convert("RGB")
         pixels = np.asarray(image).astype(int)
         # Axes and text are grey; data (dots, lines, bars) is drawn in colour. An empty plot has none.
@@ -186,6 +187,8 @@ def test_report_has_plots_and_names_the_best_trial(small_study, tmp_path):
     summary = (out / "summary.md").read_text()
     assert f"## Best trial: {study.best_trial.number}" in summary
     assert f"{study.best_trial.value:.4f}" in summary and "| pruned |" in summary
+    # At most 6 trained trials: too few to rank importances, and the report says so rather than guess.
+    assert re.search(r"no importances: [1-6] trained trials, they need at least 10", summary)
 
 
 def test_unwritable_outputs_are_one_line_errors(small_study, trained, unlabeled, tmp_path, env):

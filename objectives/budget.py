@@ -1,0 +1,66 @@
+"""Make sampled configs fit the study: widths scaled down to the parameter budget, batch
+sizes and learning rates scaled to the training-set size.
+
+Why scale rather than reject: the channel lists must reach the published designs (512 wide
+stages at 5M), but drawn independently per stage they make most samples several times
+over the budget (79% at 5M, 96% at 1M, >99% at 250k measured with random sampling). An
+over-budget sample is shrunk instead: every stage width is multiplied by one common factor
+and rounded down to a width of the space's list, the largest such factor that fits. So the
+relative shape the sampler chose survives, the result still uses widths from the list
+(every produced config can be enqueued again), and a config that already fits, such as a
+preset, is left exactly as it is.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .architecture import ArchConfig
+from .counting import count_params
+
+SHRINK_STEP = 0.9   # each try narrows every stage by 10% more
+MIN_STEPS_PER_EPOCH = 25  # fewer optimizer steps per epoch and short trials barely learn
+
+
+def fit_to_budget(arch: ArchConfig, widths: tuple[int, ...], budget: int) -> ArchConfig:
+    """`arch`, or its widest version within `budget` whose stage widths are all in `widths`
+    (each at most its sampled width). If even the narrowest is over budget, the narrowest."""
+    if count_params(arch) <= budget:
+        return arch
+    ordered = sorted(widths)
+    scale = 1.0
+    candidate = arch
+    while True:
+        scale *= SHRINK_STEP
+        stages = tuple(dataclasses.replace(s, channels=_round_down(s.channels * scale, ordered)) for s in arch.stages)
+        candidate = dataclasses.replace(arch, stages=stages)
+        if count_params(candidate) <= budget or all(s.channels == ordered[0] for s in stages):
+            return candidate
+
+
+def _round_down(width: float, ordered: list[int]) -> int:
+    below = [w for w in ordered if w <= width]
+    return below[-1] if below else ordered[0]
+
+
+def batch_scale(batch_sizes: tuple[int, ...], n_train: int) -> int:
+    """The power of two to divide the batch sizes by so that the largest still gives
+    MIN_STEPS_PER_EPOCH steps per epoch on `n_train` images (1: they already do)."""
+    factor = 1
+    while max(batch_sizes) // factor > max(1, n_train // MIN_STEPS_PER_EPOCH) and min(batch_sizes) // factor > 8:
+        factor *= 2
+    return factor
+
+
+def fit_recipe_space(space, n_train: int, epochs: int):
+    """`space` (a RecipeSpace) fitted to a run of `epochs` epochs on `n_train` images: batch sizes
+    divided by `batch_scale`, with the peak learning rates scaled alike (linearly for SGD, as in
+    Goyal et al.; by the square root for the adaptive optimizers), and only the weight-EMA decays
+    whose horizon 1 / (1 - decay) is at most half the run's steps (a longer one would evaluate
+    weights still close to the initial ones). The default space at full size is unchanged."""
+    factor = batch_scale(space.batch_sizes, n_train)
+    batch_sizes = tuple(sorted({max(1, b // factor) for b in space.batch_sizes}))
+    sgd = ("sgd", "sgd_nesterov")
+    lr = {name: tuple(v / (factor if name in sgd else factor ** 0.5) for v in lo_hi) for name, lo_hi in space.lr.items()}
+    steps = epochs * (n_train // min(batch_sizes))
+    emas = tuple(d for d in space.ema_decays if d == 0 or 1 / (1 - d) <= steps / 2) or (0.0,)
+    return dataclasses.replace(space, batch_sizes=batch_sizes, lr=lr, ema_decays=emas)

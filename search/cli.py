@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", required=True, help="a name from `search presets`")
     s.add_argument("--with-recipe", action="store_true",
                    help="train it with the recipe its report published (epochs included, never pruned) "
-                        "instead of a sampled one; see objectives/published.py")
+                        "instead of a sampled one; see objectives/published.py (default: a sampled recipe)")
     _add_storage(s)
     s.set_defaults(func=cmd_enqueue)
 
@@ -554,14 +554,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of each final run (default: 5 x the search's epochs; a published recipe keeps its own)")
     s.add_argument("--seeds", type=_positive_int, default=3, help="runs per configuration, seeds 0..N-1 (default 3)")
     s.add_argument("--full-train", action="store_true",
-                   help="train on all 50,000 images (no validation split; the last epoch is kept)")
+                   help="train on all 50,000 images (no validation split; the last epoch is kept) "
+                        "(default: the search's train split, validation kept)")
     s.add_argument("--final-study", metavar="NAME", help="companion study name (default: STUDY.final)")
     _add_storage(s)
     s.set_defaults(func=cmd_finalize)
 
     s = sub.add_parser("pareto", help="the non-dominated trials: validation accuracy vs parameters and vs MACs")
-    s.add_argument("--study", required=True)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--study", required=True, help="study name (required)")
+    s.add_argument("--json", action="store_true", help="machine-readable output (default: a table)")
     _add_storage(s)
     s.set_defaults(func=cmd_pareto)
 

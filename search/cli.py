@@ -197,10 +197,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from search.worker import check_workable, slots
     if args.gpus not in ("all", "none"):
         slots(args.gpus, args.per_gpu)  # a bad --gpus: fail before touching the database
-    ensure_cifar10(args.data_dir)  # missing data: fail here, once, not in every child
-    # unknown study: fail here, once, not in every child
+    # unknown study, hopeless study, missing data: fail here, once, not in every child
     study, definition = load_study(_storage(args, heartbeat=True), args.study)
     check_workable(definition)
+    ensure_cifar10(args.data_dir)
     if definition.final is not None:  # its queue is all there is: no queue, no work (Optuna would sample)
         optuna.storages.fail_stale_trials(study)  # a killed run's trial goes back to the queue first
     if definition.final is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):

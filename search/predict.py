@@ -12,6 +12,7 @@ numbers only), so a file cannot run code when loaded.
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,11 @@ def read_inputs(path: str) -> tuple[list[str], torch.Tensor]:
 
 def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool = False) -> int:
     ids, images = read_inputs(input_path)
+    target = Path(out)
+    # Refuse an output that cannot be written before predicting, not after (one line, nothing lost).
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir() or not os.access(target.parent, os.W_OK):
+        raise ValueError(f"{out}: cannot write the CSV ({'a directory' if target.is_dir() else 'folder not writable'})")
     device = default_device()
     model, info = load_model(model_path, device)
     norm = info["normalization"]
@@ -110,7 +116,6 @@ def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool = False
     with progress(len(ids), "predicting") as advance:
         predictions = evaluate(model, Split(images, dummy), norm["mean"], norm["std"], device, tta=tta,
                                advance=advance).predictions
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["ID", "Labels"])

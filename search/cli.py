@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 DEFAULT_BUDGET = 5_000_000
+ARTIFACTS_HELP = ("checkpoints: a directory or s3://BUCKET/PREFIX (S3 endpoint and credentials from the AWS "
+                  "variables, e.g. AWS_ENDPOINT_URL) (default: $SEARCH_ARTIFACTS, else where the study "
+                  "remembers, else ./artifacts)")
 
 
 def _positive_int(text: str) -> int:
@@ -95,7 +99,13 @@ def _definition(args: argparse.Namespace):
 def cmd_create(args: argparse.Namespace) -> int:
     from search.definition import create_study
     definition = _definition(args)
+    store = None
+    if args.artifacts or os.environ.get("SEARCH_ARTIFACTS"):  # checked before the study is made
+        from storage.artifacts import location_of, open_artifact_store, remember_location
+        store = open_artifact_store(args.artifacts)
     study = create_study(_storage(args), args.study, definition)
+    if store is not None:  # remembered: workers and readers need no flag
+        remember_location(study, location_of(store))
     print(f"study {study.study_name}: budget {definition.budget:,}, {definition.epochs} epochs, "
           f"val {definition.val_size}, pruner {definition.pruner}, sampler {definition.sampler}")
     return 0
@@ -127,7 +137,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.slot_device:  # a child started by a parent worker
         return run_slot(opts, args.slot_device)
     from search.definition import load_study
-    load_study(_storage(args), args.study)  # unknown study: fail here, once, not in every child
+    storage = _storage(args)
+    load_study(storage, args.study)  # unknown study: fail here, once, not in every child
+    storage.engine.dispose()  # the slot processes open their own; this one holds no connection
     return run_worker(opts, args.gpus, args.per_gpu, _child_args(opts))
 
 
@@ -202,7 +214,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from search.definition import load_study
     from search.report import write_report
     study, definition = load_study(_storage(args), args.study)
-    files = write_report(study, definition, args.out)
+    from search.status import best_feasible
+    from storage.artifacts import model_note
+    files = write_report(study, definition, args.out, model_note(study, best_feasible(study), args.artifacts))
     print(f"report of {args.study} in {args.out}: " + ", ".join(p.name for p in files))
     return 0
 
@@ -230,7 +244,7 @@ def _add_create(p: argparse.ArgumentParser) -> None:
 
 def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data; downloaded if missing)")
-    p.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
+    p.add_argument("--artifacts", help=ARTIFACTS_HELP)
     p.add_argument("--gpus", default="all", help="all, none (CPU), or a list like 0,1 (default all; CPU if none visible)")
     p.add_argument("--per-gpu", type=_positive_int, default=1, help="worker processes per GPU (or CPU processes) (default 1)")
     p.add_argument("--n-trials", type=_positive_int, help="stop once the study has this many trained trials (all workers)")
@@ -278,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_create(s)
         if name == "run":
             _add_worker(s)
+        else:
+            s.add_argument("--artifacts", help=ARTIFACTS_HELP + "; the study remembers it")
         s.set_defaults(func=func)
 
     s = sub.add_parser("worker", help="run trials of a study: one process per GPU slot")
@@ -302,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--study", required=True)
     s.add_argument("--out", required=True, help="file to write (torch.load(FILE, weights_only=True) reads it)")
     _add_storage(s)
-    s.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
+    s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy")
     s.add_argument("--data-dir", help="CIFAR-10 folder for --evaluate")
     s.add_argument("--format", choices=("checkpoint", "torchscript", "onnx"), default="checkpoint",
@@ -335,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--study", required=True)
     s.add_argument("--out", required=True, help="folder to write into")
     _add_storage(s)
+    s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.set_defaults(func=cmd_report)
     return p
 

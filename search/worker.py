@@ -60,16 +60,23 @@ def trained_trials(study: optuna.Study) -> int:
 
 
 class StopFlag:
-    """Set by the first SIGTERM/SIGINT; a second one exits at once."""
+    """Set by the first SIGTERM/SIGINT; a second one exits at once. One stop often arrives
+    twice (Slurm and Kubernetes signal every process of a job, and the job script or parent
+    worker forwards it too), so a repeat within DUPLICATE_SECONDS counts as the same stop."""
+    DUPLICATE_SECONDS = 2.0
 
     def __init__(self) -> None:
         self.set = False
+        self.signum = 0
+        self.at = 0.0
 
     def install(self) -> None:
         def handler(signum, frame):
             if self.set:
+                if time.monotonic() - self.at < self.DUPLICATE_SECONDS:
+                    return
                 os._exit(128 + signum)
-            self.set = True
+            self.set, self.signum, self.at = True, signum, time.monotonic()
             print(f"worker {os.getpid()}: {signal.Signals(signum).name}: stopping after cleanup", flush=True)
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -118,7 +125,7 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     data = prepare_data(cifar, definition.val_size, definition.seed, definition.train_limit)
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     data = data.to(dev)  # once per worker, not once per trial
-    objective = Objective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study, should_stop=stop,
+    objective = Objective(definition, data, dev, open_artifact_store(opts.artifacts, study=study), opts.study, should_stop=stop,
                           compile=opts.compile)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     watch_stale_trials(study, opts.heartbeat, stop)
@@ -165,7 +172,9 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
             reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
             print(f"[{opts.study}] database error ({reason}); retrying in {delay} s", flush=True)
             time.sleep(delay)
-    return 0
+    # Stopped by a signal: 128 + its number, as a shell reports a killed process, so a scheduler
+    # (Slurm's requeue, a Job's restart) reads "interrupted, run me again", not "finished".
+    return 128 + stop.signum if stop() else 0
 
 
 def _requeued_elsewhere(study: optuna.Study, storage, trial_id: int | None) -> bool:

@@ -17,6 +17,10 @@ PERMANENT_ERRORS = ("does not exist", "password authentication failed", "no pass
                     "no pg_hba.conf entry")
 
 
+POOL_SIZE = 2               # connections a worker process keeps open
+CONNECTIONS_PER_WORKER = 3  # the most it ever holds (tests/test_connections.py measures it)
+
+
 class StorageUnavailable(ValueError):
     """The database never accepted connections within the wait."""
 
@@ -29,8 +33,10 @@ def engine_options(url: str, user_options: dict[str, Any] | None = None) -> dict
         # Several local workers share one file: wait for the write lock instead of failing.
         defaults["connect_args"] = {"timeout": 60}
     else:
-        # One worker process needs a couple of connections (trials + heartbeat thread).
-        defaults.update(pool_size=2, max_overflow=4, pool_recycle=1800)
+        # One worker process has three threads that talk to the database (trials, Optuna's
+        # heartbeat, the stale-trial watch): two connections kept open, a third opened only
+        # while all three overlap. CONNECTIONS_PER_WORKER is what sizes a fleet (README).
+        defaults.update(pool_size=POOL_SIZE, max_overflow=CONNECTIONS_PER_WORKER - POOL_SIZE, pool_recycle=1800)
     return {**defaults, **(user_options or {})}
 
 

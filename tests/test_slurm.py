@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.fleet_servers import SlurmCluster, wait_until
-from tests.test_service import FIXED_SPACE, SEARCH, load, running_checkpoint, search
+from tests.test_service import FIXED_SPACE, SEARCH, env, load, running_checkpoint, search  # noqa: F401  (env: a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "slurm" / "worker.sbatch"
@@ -34,6 +34,7 @@ def test_array_survives_a_stop_before_the_time_limit(slurm, postgres, env, tmp_p
            "--pruner", "none", "--artifacts", str(artifacts), env=env)
     job_env = {k: v for k, v in env.items() if k != "SEARCH_ARTIFACTS"}
     job_env.update(slurm.env, SEARCH_STORAGE=url, SEARCH_BIN=SEARCH)
+    slurm.env.update(job_env)  # sbatch exports the submitting environment to the tasks
     # The script as written, with this CPU-only test node's resources instead of its GPU defaults.
     submit = slurm.run("sbatch", "--parsable", "--array=0-2", "--gres=none", "--cpus-per-task=1", "--mem=500M",
                        f"--output={tmp_path}/task-%a.out", f"--chdir={tmp_path}", str(SCRIPT),
@@ -41,9 +42,12 @@ def test_array_survives_a_stop_before_the_time_limit(slurm, postgres, env, tmp_p
                        check=False)
     assert submit.returncode == 0, submit.stderr
     array = submit.stdout.strip().split(";")[0]
-    slurm.env.update(job_env)  # so that `slurm.run` sees the same environment
 
-    trial, ref = wait_until(lambda: running_checkpoint(url, "slurm", 1), 300, "a trial with an epoch checkpoint")
+    def checkpointed():
+        outs = "\n".join(_read(tmp_path / f"task-{i}.out") for i in range(3))
+        assert slurm.run("squeue", "-h", "-j", array).stdout.strip(), f"the array ended early:\n{outs}"
+        return running_checkpoint(url, "slurm", 1)
+    trial, ref = wait_until(checkpointed, 300, "a trial with an epoch checkpoint")
     victim_pid = trial.user_attrs["worker"]["pid"]
     task = next(i for i in range(3) if f"worker pid {victim_pid}" in _read(tmp_path / f"task-{i}.out"))
     complete_before = {t.number for t in load(url, "slurm").get_trials(states=(TrialState.COMPLETE,))}

@@ -6,12 +6,15 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
+import urllib.request
 
 import pytest
 from optuna.trial import TrialState
 
 from tests.fleet_servers import S3Server
+from tests.servers import free_port
 from tests.test_service import FIXED_SPACE, SEARCH, load, running_checkpoint, search, wait_for
 
 BUCKET, PREFIX = "ckpts", "team/exp1"
@@ -78,11 +81,31 @@ def test_retry_on_another_host_resumes_from_s3_and_readers_need_no_flag(postgres
     summary = (hosts[2] / "report" / "summary.md").read_text()
     assert f"in {location}: present" in summary
 
+    # The dashboard on the third host serves the model from S3 (location remembered by the study).
+    port = free_port()
+    dash = subprocess.Popen([sys.executable, "-m", "storage.dashboard", "--storage", url, "--port", str(port)],
+                            cwd=hosts[2], env=s3_env, stdout=(tmp_path / "dash.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        body = wait_for(lambda: _get(f"http://127.0.0.1:{port}/artifacts/{study._study_id}/{retry._trial_id}/"
+                                     f"{retry.user_attrs['model_artifact']}"), 60, "the dashboard")
+        assert body == s3.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/{retry.user_attrs['model_artifact']}")["Body"].read()
+    finally:
+        dash.terminate()
+        dash.wait(timeout=10)
+
     # A flag still wins over the remembered location: an empty directory has no model.
     (hosts[2] / "elsewhere").mkdir()
     wrong = search("export-best", "--study", "s3", "--storage", url, "--out", str(hosts[2] / "x.pt"),
                    "--artifacts", str(hosts[2] / "elsewhere"), env=s3_env, check=False)
     assert wrong.returncode == 1 and "missing from the artifact store" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def _get(url: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.read()
+    except OSError:
+        return None
 
 
 def test_unreachable_bucket_is_one_line_error(s3_env, tmp_path):

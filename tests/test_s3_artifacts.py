@@ -59,6 +59,7 @@ def test_retry_on_another_host_resumes_from_s3_and_readers_need_no_flag(postgres
     first.send_signal(signal.SIGKILL)  # the host dies: its scratch directory is gone with it
     killed_at = time.time()
     first.wait()
+    time.sleep(4)  # past the 3 s grace: the next worker fails and re-queues the trial before its first ask
 
     second = worker(hosts[1], "w2.log")
     assert second.wait(timeout=300) == 0, (tmp_path / "w2.log").read_text()

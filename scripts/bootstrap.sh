@@ -10,6 +10,7 @@ extra="" debs=()
 if [ "${1:-}" = "--test" ]; then
   extra="[test]"
   debs=(postgresql chromium)   # servers and the browser the tests start for real, on loopback
+  debs+=(pgbouncer slurmctld slurmd slurm-client munge)   # the fleet tests: PgBouncer, a one-node Slurm
 fi
 
 # Say what comes, and how big, before the long silent part (sizes measured on Debian, x86_64).

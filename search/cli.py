@@ -16,6 +16,9 @@ MAX_DB_WAIT = 7 * 86_400.0
 MAX_HEARTBEAT = 3_600       # longer beats make a dead worker's trial wait hours to be retried
 MAX_GRACE = 86_400
 CIFAR_TRAIN_IMAGES = 50_000
+ARTIFACTS_HELP = ("checkpoints: a directory or s3://BUCKET/PREFIX (S3 endpoint and credentials from the AWS "
+                  "variables, e.g. AWS_ENDPOINT_URL) (default: $SEARCH_ARTIFACTS, else where the study "
+                  "remembers, else ./artifacts)")
 
 
 def _positive_int(text: str) -> int:
@@ -151,7 +154,13 @@ def _definition(args: argparse.Namespace):
 def cmd_create(args: argparse.Namespace) -> int:
     from search.definition import create_study
     definition = _definition(args)
+    store = None
+    if args.artifacts or os.environ.get("SEARCH_ARTIFACTS"):  # checked before the study is made
+        from storage.artifacts import location_of, open_artifact_store, remember_location
+        store = open_artifact_store(args.artifacts)
     study = create_study(_storage(args), args.study, definition)
+    if store is not None:  # remembered: workers and readers need no flag
+        remember_location(study, location_of(store))
     print(f"study {study.study_name}: budget {definition.budget:,}, {definition.epochs} epochs, "
           f"val {definition.val_size}, pruner {definition.pruner}, sampler {definition.sampler}")
     return 0
@@ -198,7 +207,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.gpus not in ("all", "none"):
         slots(args.gpus, args.per_gpu)  # a bad --gpus: fail before touching the database
     # unknown study, hopeless study, missing data: fail here, once, not in every child
-    study, definition = load_study(_storage(args, heartbeat=True), args.study)
+    storage = _storage(args, heartbeat=True)
+    study, definition = load_study(storage, args.study)
     check_workable(definition)
     ensure_cifar10(args.data_dir)
     if definition.final is not None:  # its queue is all there is: no queue, no work (Optuna would sample)
@@ -208,6 +218,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 0
     if say_if_target_reached(study, args.n_trials, args.timeout):
         return 0
+    storage.engine.dispose()  # the slot processes open their own; this one holds no connection
     return run_worker(opts, args.gpus, args.per_gpu, _child_args(opts))
 
 
@@ -329,7 +340,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from search.definition import load_study
     from search.report import write_report
     study, definition = load_study(storage, args.study)
-    files = write_report(study, definition, args.out)
+    from search.status import best_feasible
+    from storage.artifacts import model_note
+    files = write_report(study, definition, args.out, model_note(study, best_feasible(study), args.artifacts))
     from search.finalize import companion, write_final_section
     from search.pareto import write_front_section
     if definition.final is None:  # a finalize study's values are test accuracies: no front of those
@@ -385,7 +398,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     study, _ = load_study(storage, args.study)
     # The artifact store is what makes each trial's model.pt downloadable: without it the
     # dashboard lists the artifacts but answers HTTP 400 to a download.
-    store = open_artifact_store(args.artifacts)
+    store = open_artifact_store(args.artifacts, create=False, study=study)  # a directory or S3, as workers write
     print(f"optuna-dashboard for study {args.study}: http://127.0.0.1:{args.port}/dashboard/studies/"
           f"{study._study_id} (no authentication; Ctrl-C stops it)", flush=True)
     # Loopback only: the dashboard has no authentication (reach it from elsewhere by SSH tunnel).
@@ -421,7 +434,7 @@ def _add_create(p: argparse.ArgumentParser) -> None:
 
 def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data; downloaded if missing)")
-    p.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
+    p.add_argument("--artifacts", help=ARTIFACTS_HELP)
     p.add_argument("--gpus", default="all", help="all, none (CPU), or a list like 0,1 (default all; CPU if none visible)")
     p.add_argument("--per-gpu", type=_positive_int, default=1, help="worker processes per GPU (or CPU processes) (default 1)")
     p.add_argument("--n-trials", type=_positive_int,
@@ -500,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_create(s)
         if name == "run":
             _add_worker(s)
+        else:
+            s.add_argument("--artifacts", help=ARTIFACTS_HELP + "; the study remembers it")
         s.set_defaults(func=func)
 
     s = sub.add_parser("worker", help="run trials of a study: one process per GPU slot")
@@ -527,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--study", required=True, help="study name (required)")
     s.add_argument("--out", required=True, help="file to write (torch.load(FILE, weights_only=True) reads it)")
     _add_storage(s)
-    s.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
+    s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy (default: off)")
     s.add_argument("--data-dir", help="CIFAR-10 folder for --evaluate (default: $SEARCH_DATA_DIR, else ./data)")
     s.add_argument("--format", choices=("checkpoint", "torchscript", "onnx"), default="checkpoint",
@@ -591,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("dashboard", help="serve optuna-dashboard for a study, checkpoints downloadable, on this machine")
     s.add_argument("--study", required=True, help="the study to open")
     _add_storage(s)
-    s.add_argument("--artifacts", help="checkpoint directory (default: $SEARCH_ARTIFACTS, else ./artifacts)")
+    s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--port", type=_positive_int, default=8080, help="port to listen on (default 8080)")
     s.set_defaults(func=cmd_dashboard)
 
@@ -599,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--study", required=True, help="study name (required)")
     s.add_argument("--out", required=True, help="folder to write into")
     _add_storage(s)
+    s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.set_defaults(func=cmd_report)
     for action in sub._choices_actions:  # `search COMMAND --help` opens with its one-line summary
         command = sub.choices[action.dest]

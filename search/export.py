@@ -9,7 +9,9 @@ import torch
 from objectives.checkpoint import load_model
 from objectives.data import load_cifar10
 from objectives.train import default_device, evaluate
-from storage.artifacts import download_torch, open_artifact_store
+from optuna.artifacts.exceptions import ArtifactNotFound
+
+from storage.artifacts import download_torch, location_of, open_artifact_store
 
 from .progress import progress
 from .status import best_feasible
@@ -24,12 +26,12 @@ def export_best(study: optuna.Study, artifacts: str | None, out: str | Path,
     artifact = best.user_attrs.get("model_artifact")
     if not artifact:
         raise ValueError(f"best trial {best.number} has no checkpoint in the study")
-    store = open_artifact_store(artifacts, create=False)
+    store = open_artifact_store(artifacts, create=False, study=study)
     try:
         data = download_torch(store, artifact)
-    except FileNotFoundError:
+    except (FileNotFoundError, ArtifactNotFound):
         raise ValueError(f"checkpoint of trial {best.number} is missing from the artifact store "
-                         f"(wrong --artifacts directory?)") from None
+                         f"{location_of(store)} (wrong --artifacts?)") from None
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -167,10 +167,13 @@ class Objective:
         return trainer.epoch
 
     def _remove_own(self, trial: optuna.Trial, ref: dict[str, Any] | None) -> None:
-        """Delete a superseded resume checkpoint of this trial. One inherited from the failed
-        attempt this trial retries stays with that finished trial (its record cannot change)."""
-        if ref and ref["trial_id"] == trial._trial_id:
-            remove_artifact(self.store, trial.study._storage, ref["trial_id"], ref["artifact_id"])
+        """Delete a superseded resume checkpoint: this trial's own, or the one inherited from the
+        failed attempt it retries (only once this trial has a newer one or has finished, so a
+        retry that dies first still leaves it to the next). A finished attempt's record cannot
+        change, so for an inherited one only the file goes."""
+        if ref:
+            own = ref["trial_id"] == trial._trial_id
+            remove_artifact(self.store, trial.study._storage, ref["trial_id"], ref["artifact_id"], forget=own)
 
     @staticmethod
     def _fail(trial: optuna.Trial, reason: str) -> float:

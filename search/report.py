@@ -133,7 +133,7 @@ def plot_importances(study, path: Path) -> None:
     plt.close(fig)
 
 
-def write_summary(study, definition: StudyDefinition, path: Path) -> None:
+def write_summary(study, definition: StudyDefinition, path: Path, model_note: str | None = None) -> None:
     s = summarize(study)
     c = s["counts"]
     trials = study.get_trials(deepcopy=False)
@@ -158,7 +158,7 @@ def write_summary(study, definition: StudyDefinition, path: Path) -> None:
                   f"- {b['params']:,} trainable parameters, {b['macs'] / 1e6:.1f} MMACs per image",
                   f"- stages (blocks x channels): {stages}; pool {b['pool_kernel']}",
                   f"- {r.get('optimizer')}, lr {r.get('lr', 0):.3g}, batch {r.get('batch_size')}, {r.get('schedule')}, "
-                  f"{r.get('epochs')} epochs", ""]
+                  f"{r.get('epochs')} epochs"] + ([f"- model: {model_note}"] if model_note else []) + [""]
     else:
         lines += ["## Best trial: none yet", ""]
     n_trained = len(_feasible(study)) + sum(bool(t.intermediate_values) for t in trials if t.state == TrialState.PRUNED)
@@ -169,7 +169,8 @@ def write_summary(study, definition: StudyDefinition, path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
-def write_report(study: optuna.Study, definition: StudyDefinition, out: str | Path) -> list[Path]:
+def write_report(study: optuna.Study, definition: StudyDefinition, out: str | Path,
+                 model_note: str | None = None) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "history.png", out / "accuracy_vs_params.png", out / "learning_curves.png",
@@ -178,5 +179,5 @@ def write_report(study: optuna.Study, definition: StudyDefinition, out: str | Pa
     plot_accuracy_vs_params(study, definition.budget, files[1])
     plot_learning_curves(study, files[2])
     plot_importances(study, files[3])
-    write_summary(study, definition, files[4])
+    write_summary(study, definition, files[4], model_note)
     return files

@@ -62,16 +62,23 @@ def trained_trials(study: optuna.Study) -> int:
 
 
 class StopFlag:
-    """Set by the first SIGTERM/SIGINT; a second one exits at once."""
+    """Set by the first SIGTERM/SIGINT; a second one exits at once. One stop often arrives
+    twice (Slurm and Kubernetes signal every process of a job, and the job script or parent
+    worker forwards it too), so a repeat within DUPLICATE_SECONDS counts as the same stop."""
+    DUPLICATE_SECONDS = 2.0
 
     def __init__(self) -> None:
         self.set = False
+        self.signum = 0
+        self.at = 0.0
 
     def install(self) -> None:
         def handler(signum, frame):
             if self.set:
+                if time.monotonic() - self.at < self.DUPLICATE_SECONDS:
+                    return
                 os._exit(128 + signum)
-            self.set = True
+            self.set, self.signum, self.at = True, signum, time.monotonic()
             print(f"worker {os.getpid()}: {signal.Signals(signum).name}: stopping the trial in flight (it is "
                   f"re-queued and resumes from its last epoch); press Ctrl-C again to exit at once", flush=True)
         signal.signal(signal.SIGTERM, handler)
@@ -137,12 +144,13 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     data = data.to(dev)  # once per worker, not once per trial
     progress = EpochPrinter(opts.study, opts.quiet)
+    store = open_artifact_store(opts.artifacts, study=study)
     if definition.final is not None:  # a `search finalize` study: fixed configurations, tested at the end
         from .finalize import FinalObjective
-        objective = FinalObjective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study,
+        objective = FinalObjective(definition, data, dev, store, opts.study,
                                    should_stop=stop, compile=opts.compile, on_epoch=progress, test=cifar.test)
     else:
-        objective = Objective(definition, data, dev, open_artifact_store(opts.artifacts), opts.study, should_stop=stop,
+        objective = Objective(definition, data, dev, store, opts.study, should_stop=stop,
                               compile=opts.compile, on_epoch=progress)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     watch_stale_trials(study, opts.heartbeat, stop)
@@ -200,7 +208,9 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
               f"the database is back and the grace period has passed", flush=True)
     finally:
         stop.set = True  # ends the stale-trial watcher with this slot
-    return 0
+    # Stopped by a signal: 128 + its number, as a shell reports a killed process, so a scheduler
+    # (Slurm's requeue, a Job's restart) reads "interrupted, run me again", not "finished".
+    return 128 + stop.signum if stop.signum else 0
 
 
 HOPELESS_STREAK = 200  # infeasible samples in a row, with no feasible trial in the study, before giving up

@@ -1,37 +1,129 @@
-"""Per-trial files (checkpoints) in Optuna's artifact store, visible in optuna-dashboard."""
+"""Per-trial files (checkpoints) in Optuna's artifact store, visible in optuna-dashboard.
+
+Where they live is a location: a directory (FileSystemArtifactStore) or `s3://BUCKET/PREFIX`
+(Boto3ArtifactStore; endpoint, region and credentials from the standard AWS variables and
+files, so AWS S3, MinIO, Ceph RGW and other S3-compatible stores work). The flag wins, then
+$SEARCH_ARTIFACTS, then the location the study remembers (recorded by `create --artifacts`
+or by its first worker), then ./artifacts.
+"""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
-import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
 ARTIFACTS_ENV = "SEARCH_ARTIFACTS"
 DEFAULT_ARTIFACTS = "artifacts"
 ARTIFACT_ATTR_PREFIX = "artifacts:"  # where Optuna records an artifact's metadata on its trial
+LOCATION_ATTR = "artifacts"          # study user attribute: where this study's artifacts live
+S3 = "s3://"
+
+
+def is_s3(location: str) -> bool:
+    return location.startswith(S3)
+
+
+def resolve_artifact_location(flag: str | None = None, study: optuna.Study | None = None) -> str:
+    """The flag, else $SEARCH_ARTIFACTS, else the study's remembered location, else ./artifacts.
+    Directories come back absolute, so the study can remember them for other working dirs."""
+    location = flag or os.environ.get(ARTIFACTS_ENV) or (study.user_attrs.get(LOCATION_ATTR) if study else None) \
+        or DEFAULT_ARTIFACTS
+    if is_s3(location):
+        return location
+    return str(Path(location).expanduser().absolute())
 
 
 def resolve_artifact_dir(flag: str | None = None) -> Path:
-    return Path(flag or os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACTS).expanduser()
+    return Path(resolve_artifact_location(flag))
 
 
-def open_artifact_store(flag: str | None = None, create: bool = True) -> FileSystemArtifactStore:
-    path = resolve_artifact_dir(flag)
-    if create:
-        path.mkdir(parents=True, exist_ok=True)
-    elif not path.is_dir():
-        raise ValueError(f"artifact directory {path} does not exist (set --artifacts or ${ARTIFACTS_ENV})")
-    return FileSystemArtifactStore(str(path))
+def remember_location(study: optuna.Study, location: str) -> None:
+    """Record where the study's artifacts live, once: later commands (on any host, in any
+    directory) find them without the flag. A different location later is used, not stored."""
+    stored = study.user_attrs.get(LOCATION_ATTR)
+    if stored is None:
+        study.set_user_attr(LOCATION_ATTR, location)
+    elif stored != location:
+        print(f"[{study.study_name}] note: artifacts go to {location}; the study remembers {stored}", flush=True)
+
+
+def split_s3(location: str) -> tuple[str, str]:
+    """s3://BUCKET/PREFIX -> (BUCKET, 'PREFIX/') ('' without a prefix)."""
+    bucket, _, prefix = location[len(S3):].partition("/")
+    if not bucket:
+        raise ValueError(f"artifact location {location!r}: expected s3://BUCKET or s3://BUCKET/PREFIX")
+    prefix = prefix.strip("/")
+    return bucket, prefix + "/" if prefix else ""
+
+
+class PrefixedStore:
+    """An artifact store whose objects live under `prefix` in `store`. Boto3ArtifactStore keys
+    each object by its bare artifact id at the bucket root; a prefix lets one bucket hold many
+    studies (or teams) apart, which Optuna has no option for."""
+
+    def __init__(self, store, prefix: str, location: str):
+        self.store, self.prefix, self.location = store, prefix, location
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self.store.open_reader(self.prefix + artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.store.write(self.prefix + artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(self.prefix + artifact_id)
+
+
+def _open_s3(location: str, check: bool):
+    try:
+        import boto3
+        import botocore.exceptions
+        from optuna.artifacts import Boto3ArtifactStore
+    except ImportError:
+        raise ValueError(f"{location}: S3 artifacts need boto3 (pip install boto3)") from None
+    bucket, prefix = split_s3(location)
+    client = boto3.client("s3")  # AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, credentials: boto3's own lookup
+    if check:  # fail at start-up with one line, not at the first checkpoint after an epoch of training
+        try:
+            client.head_bucket(Bucket=bucket)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            raise ValueError(f"artifact store {location} is not reachable: {e}") from None
+    return PrefixedStore(Boto3ArtifactStore(bucket, client=client), prefix, location)
+
+
+def open_artifact_store(flag: str | None = None, create: bool = True, study: optuna.Study | None = None):
+    """The artifact store of `flag`/$SEARCH_ARTIFACTS/the study's remembered location. With
+    `create` (workers), a missing directory is made and the study remembers the location;
+    without (readers), a missing directory is an error."""
+    location = resolve_artifact_location(flag, study)
+    if is_s3(location):
+        store = _open_s3(location, check=True)
+    else:
+        path = Path(location)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        elif not path.is_dir():
+            raise ValueError(f"artifact directory {path} does not exist (set --artifacts or ${ARTIFACTS_ENV})")
+        store = FileSystemArtifactStore(str(path))
+        store.location = location  # type: ignore[attr-defined]  # for messages and reports
+    if create and study is not None:
+        remember_location(study, location)
+    return store
+
+
+def location_of(store) -> str:
+    return getattr(store, "location", "") or getattr(store, "_base_path", "")
 
 
 def upload_torch(store, trial: optuna.Trial | optuna.trial.FrozenTrial, obj: dict[str, Any], filename: str,
                  storage=None) -> str:
     """torch.save `obj` under `filename` and upload it to `trial`; returns the artifact id."""
+    import torch
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / filename
         torch.save(obj, path)
@@ -40,17 +132,37 @@ def upload_torch(store, trial: optuna.Trial | optuna.trial.FrozenTrial, obj: dic
 
 
 def download_torch(store, artifact_id: str) -> dict[str, Any]:
+    import torch
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "artifact.pt"
         download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
         return torch.load(path, weights_only=True, map_location="cpu")
 
 
-def remove_artifact(store, storage: optuna.storages.BaseStorage, trial_id: int, artifact_id: str) -> None:
-    """Delete a superseded artifact the way optuna-dashboard does: the file, then its
-    metadata set to null so the dashboard stops listing it."""
+def remove_artifact(store, storage: optuna.storages.BaseStorage, trial_id: int, artifact_id: str,
+                    forget: bool = True) -> None:
+    """Delete a superseded artifact the way optuna-dashboard does: the file, then (with
+    `forget`, for a trial still running) its metadata set to null so the dashboard stops
+    listing it. A finished trial's record cannot change: only its file goes."""
     try:
         store.remove(artifact_id)
     except Exception:  # already gone (another process cleaned up): nothing to free
         pass
-    storage.set_trial_system_attr(trial_id, ARTIFACT_ATTR_PREFIX + artifact_id, json.dumps(None))
+    if forget:
+        storage.set_trial_system_attr(trial_id, ARTIFACT_ATTR_PREFIX + artifact_id, json.dumps(None))
+
+
+def model_note(study: optuna.Study, trial: optuna.trial.FrozenTrial | None, flag: str | None = None) -> str | None:
+    """Where `trial`'s model.pt lives, and whether the store still holds it (for reports)."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+    artifact = trial.user_attrs.get("model_artifact") if trial else None
+    if not artifact:
+        return None
+    location = resolve_artifact_location(flag, study)
+    try:
+        store = open_artifact_store(flag, create=False, study=study)
+        store.open_reader(artifact).close()
+        found = "present"
+    except (ValueError, FileNotFoundError, ArtifactNotFound):
+        found = "MISSING"
+    return f"`model.pt` ({artifact}) in {location}: {found} (`search export-best` writes it out)"

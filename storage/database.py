@@ -18,6 +18,8 @@ PERMANENT_ERRORS = ("does not exist", "password authentication failed", "no pass
 
 
 CONNECT_TIMEOUT = 5  # s: a host that drops packets answers like one that is down, not after minutes
+POOL_SIZE = 2               # connections a worker process keeps open
+CONNECTIONS_PER_WORKER = 3  # the most it ever holds (tests/test_connections.py measures it)
 
 
 class StorageUnavailable(ValueError):
@@ -32,8 +34,10 @@ def engine_options(url: str, user_options: dict[str, Any] | None = None) -> dict
         # Several local workers share one file: wait for the write lock instead of failing.
         defaults["connect_args"] = {"timeout": 60}
     else:
-        # One worker process needs a couple of connections (trials + heartbeat thread).
-        defaults.update(pool_size=2, max_overflow=4, pool_recycle=1800,
+        # One worker process has three threads that talk to the database (trials, Optuna's
+        # heartbeat, the stale-trial watch): two connections kept open, a third opened only
+        # while all three overlap. CONNECTIONS_PER_WORKER is what sizes a fleet (README).
+        defaults.update(pool_size=POOL_SIZE, max_overflow=CONNECTIONS_PER_WORKER - POOL_SIZE, pool_recycle=1800,
                         connect_args={"connect_timeout": CONNECT_TIMEOUT})
     return {**defaults, **(user_options or {})}
 

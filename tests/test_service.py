@@ -195,7 +195,7 @@ def test_sigterm_stops_cleanly_and_requeues_the_trial(env, tmp_path):
     w = worker(url, "term", env, tmp_path / "w.log", "--n-trials", "1")
     trial, ref = wait_for(lambda: running_checkpoint(url, "term", 1), 240, "a trial with a checkpoint")
     w.send_signal(signal.SIGTERM)
-    assert w.wait(timeout=60) == 0, (tmp_path / "w.log").read_text()
+    assert w.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "w.log").read_text()  # "interrupted", not "done"
     study = load(url, "term")
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert study.trials[trial.number].state == TrialState.FAIL
@@ -277,7 +277,7 @@ def test_per_gpu_slots_are_processes_and_stop_together(env, tmp_path):
     running = wait_for(two_running, 240, "two trials running in two slot processes")
     assert parent.pid not in {t.user_attrs["worker"]["pid"] for t in running}  # children do the work
     parent.send_signal(signal.SIGTERM)
-    assert parent.wait(timeout=60) == 0, (tmp_path / "w.log").read_text()
+    assert parent.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "w.log").read_text()
     study = load(url, "slots")
     assert not study.get_trials(states=(TrialState.RUNNING,))
     requeued = {t.system_attrs["failed_trial"] for t in study.get_trials(states=(TrialState.WAITING,))}

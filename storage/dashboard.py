@@ -1,0 +1,59 @@
+"""optuna-dashboard over a study storage with its artifact store, S3 included.
+
+`optuna-dashboard --artifact-dir` knows directories only, and its TOML config's boto3 store
+has no key prefix; this opens the store the way workers do (storage/artifacts.py) and hands
+it to optuna_dashboard.run_server. The artifact location: --artifacts, else $SEARCH_ARTIFACTS,
+else the one the storage's studies remember (it must be one), else ./artifacts.
+
+    python -m storage.dashboard [--storage URL] [--artifacts LOCATION] [--host H] [--port P]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import optuna
+
+from .artifacts import LOCATION_ATTR, open_artifact_store
+from .database import make_storage, quiet_optuna
+from .urls import resolve_storage_url
+
+
+def remembered_location(storage) -> str | None:
+    """The artifact location the storage's studies remember, if they agree on one."""
+    found = {s.user_attrs.get(LOCATION_ATTR) for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    found.discard(None)
+    if len(found) > 1:
+        raise ValueError(f"the studies here keep artifacts in {len(found)} places ({', '.join(sorted(found))}): "
+                         f"pick one with --artifacts")
+    return found.pop() if found else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m storage.dashboard", description=__doc__.split("\n\n")[0])
+    p.add_argument("--storage", help="study storage URL (default: $SEARCH_STORAGE, else sqlite:///search.db)")
+    p.add_argument("--artifacts", help="a directory or s3://BUCKET/PREFIX (default: see above)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: no authentication)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--db-wait", type=float, default=60.0, metavar="SEC")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        quiet_optuna()
+        storage = make_storage(resolve_storage_url(args.storage), wait=args.db_wait)
+        flag = args.artifacts or os.environ.get("SEARCH_ARTIFACTS") or remembered_location(storage)
+        store = open_artifact_store(flag, create=False)
+    except ValueError as e:
+        print(f"dashboard: error: {e}", file=sys.stderr)
+        return 1
+    from optuna_dashboard import run_server
+    run_server(storage, host=args.host, port=args.port, artifact_store=store)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

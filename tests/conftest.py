@@ -53,3 +53,26 @@ def storage_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'search.db'}"
     return request.getfixturevalue("postgres").new_database()
+
+
+# The fast lane, `pytest -m "not slow"`, for everyday work (under 3 minutes on 2 cores);
+# CI runs everything. Slow: whole modules that start servers, schedulers or several worker
+# processes, and the single tests that train through the CLI for several seconds.
+SLOW_MODULES = {"test_faults", "test_slurm", "test_s3_artifacts", "test_connections", "test_service", "test_deploy",
+                "test_finalize", "test_use_winner"}
+SLOW_TESTS = {"test_learns_real_cifar10_subset", "test_sampled_counts_equal_built_models",
+              "test_enqueue_with_recipe_queues_the_published_recipe",
+              "test_each_epoch_prints_a_progress_line_and_quiet_keeps_trial_lines",
+              "test_ctrl_c_stops_the_trial_within_seconds_and_says_how_to_exit_at_once",
+              "test_finished_study_says_so_in_run_and_status",
+              "test_a_clashing_definition_names_each_field_with_both_values"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: left out of the fast lane (pytest -m 'not slow'); CI runs it")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

@@ -12,17 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.servers import free_port
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.servers import free_port, wait_until
 
 
 class S3Server:

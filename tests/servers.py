@@ -12,6 +12,17 @@ import time
 from pathlib import Path
 
 
+def wait_until(predicate, timeout: float, what: str):
+    """The first truthy value of `predicate()`, polled every 0.2 s; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

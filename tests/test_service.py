@@ -15,6 +15,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.servers import wait_until
+
 BIN = Path(sys.executable).parent
 SEARCH = str(BIN / "search")
 
@@ -133,14 +135,7 @@ def test_two_workers_prune_export_and_optuna_cli(storage_url, env, tmp_path):
     assert json.loads(best_cli.stdout)["number"] == best.number
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = wait_until  # the name the fault tests import
 
 
 def running_checkpoint(url, study, min_epoch, owner_pid: int | None = None):

@@ -11,13 +11,14 @@ from typing import Any
 
 from .architecture import fields_from_dict
 from .checks import boolean, choice, low_high, non_empty_list, number
+from .optimizers import OPTIMIZERS as OPTIMIZER_REGISTRY
 from .space import TrialLike
 
-OPTIMIZERS = ("sgd", "sgd_nesterov", "adam", "adamw", "adadelta", "adagrad", "rmsprop")
+OPTIMIZERS = tuple(OPTIMIZER_REGISTRY)  # names; each optimizer is declared once, in optimizers.py
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 PADDING_MODES = ("reflect", "zeros")
 GRAD_CLIP_MODES = ("none", "norm", "value")
-USES_MOMENTUM = ("sgd", "sgd_nesterov", "rmsprop")
+USES_MOMENTUM = tuple(name for name, spec in OPTIMIZER_REGISTRY.items() if spec.uses_momentum)
 MAX_LR = 100.0            # far above any optimizer's useful peak: larger is a typo
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 65_536   # above the 45,000 training images of a split: one batch anyway
@@ -93,8 +94,7 @@ class RecipeSpace:
     optimizers: tuple[str, ...] = OPTIMIZERS
     # Peak learning rate per optimizer (log-uniform): each family lives at its own scale.
     lr: dict = dataclasses.field(default_factory=lambda: {
-        "sgd": (0.02, 0.8), "sgd_nesterov": (0.02, 0.8), "rmsprop": (1e-4, 3e-3),
-        "adam": (2e-4, 5e-3), "adamw": (2e-4, 5e-3), "adagrad": (5e-3, 0.2), "adadelta": (0.1, 3.0)})
+        name: spec.lr_range for name, spec in OPTIMIZER_REGISTRY.items()})
     momentum: tuple[float, float] = (0.8, 0.95)
     weight_decay: tuple[float, float] = (1e-5, 2e-3)     # log-uniform
     decay_bn_and_bias: tuple[bool, ...] = (False, True)

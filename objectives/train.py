@@ -23,6 +23,7 @@ from . import augment
 from .architecture import ArchConfig
 from .data import Cifar10, Split, stratified_split
 from .model import build
+from .optimizers import get_optimizer
 from .recipe import Recipe
 from .schedule import lr_factor
 
@@ -128,21 +129,8 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> to
         (no_decay if p.ndim <= 1 and not recipe.decay_bn_and_bias else decay).append(p)
     groups = [g for g in ({"params": decay, "weight_decay": recipe.weight_decay},
                           {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    o, lr, m = recipe.optimizer, recipe.lr, recipe.momentum
-    fused = device.type == "cuda"  # one kernel for the whole update instead of one per tensor
-    if o in ("sgd", "sgd_nesterov"):
-        return torch.optim.SGD(groups, lr=lr, momentum=m, nesterov=o == "sgd_nesterov", fused=fused)
-    if o == "adam":
-        return torch.optim.Adam(groups, lr=lr, fused=fused)
-    if o == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, fused=fused)
-    if o == "adadelta":
-        return torch.optim.Adadelta(groups, lr=lr)
-    if o == "adagrad":
-        return torch.optim.Adagrad(groups, lr=lr)
-    if o == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, momentum=m)
-    raise ValueError(f"recipe.optimizer: unknown optimizer {o!r}")  # never train silently with another
+    fused = device.type == "cuda"
+    return get_optimizer(recipe.optimizer).make(groups, recipe.lr, recipe.momentum, fused)
 
 
 # ---- the run ----------------------------------------------------------------------------

@@ -391,8 +391,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    import optuna_dashboard
     from search.definition import load_study
+    from storage.dashboard import serve
     from storage.artifacts import open_artifact_store
     storage = _storage(args)
     study, _ = load_study(storage, args.study)
@@ -402,7 +402,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     print(f"optuna-dashboard for study {args.study}: http://127.0.0.1:{args.port}/dashboard/studies/"
           f"{study._study_id} (no authentication; Ctrl-C stops it)", flush=True)
     # Loopback only: the dashboard has no authentication (reach it from elsewhere by SSH tunnel).
-    optuna_dashboard.run_server(storage, host="127.0.0.1", port=args.port, artifact_store=store)
+    serve(storage, store, "127.0.0.1", args.port)
     return 0
 
 

@@ -10,9 +10,9 @@ from .eta import _now, progress_to_target, target_reached_message, time_by_state
 from .progress import format_duration
 
 def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if "infeasible" not in t.user_attrs and t.value is not None]
-    return max(trials, key=lambda t: (t.value, -t.number)) if trials else None
+    """The most accurate trial within the budget (earlier trial on ties): pareto's rule, no size limit."""
+    from .pareto import best_within
+    return best_within(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def summarize(study: optuna.Study) -> dict[str, Any]:

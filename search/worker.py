@@ -98,7 +98,8 @@ def _log_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         value = t.value if t.state == TrialState.COMPLETE else (max(t.intermediate_values.values()) if t.intermediate_values else float('nan'))
         metric = "test_acc" if "test_acc" in a else "val_acc"  # a final run's value is its test accuracy
         what = f"{t.state.name.lower()} {metric} {value:.4f}, {a.get('params', 0):,} params, {a.get('seconds', 0):.0f} s"
-        what += f" ({describe_config(a)})" if describe_config(a) else ""
+        config = describe_config(a)
+        what += f" ({config})" if config else ""
     print(f"[{study.study_name}] trial {t.number}: {what}", flush=True)
 
 

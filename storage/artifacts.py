@@ -38,10 +38,6 @@ def resolve_artifact_location(flag: str | None = None, study: optuna.Study | Non
     return str(Path(location).expanduser().absolute())
 
 
-def resolve_artifact_dir(flag: str | None = None) -> Path:
-    return Path(resolve_artifact_location(flag))
-
-
 def remember_location(study: optuna.Study, location: str) -> None:
     """Record where the study's artifacts live, once: later commands (on any host, in any
     directory) find them without the flag. A different location later is used, not stored."""

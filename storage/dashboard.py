@@ -50,9 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"dashboard: error: {e}", file=sys.stderr)
         return 1
-    from optuna_dashboard import run_server
-    run_server(storage, host=args.host, port=args.port, artifact_store=store)
+    serve(storage, store, args.host, args.port)
     return 0
+
+
+def serve(storage, store, host: str, port: int) -> None:
+    """optuna-dashboard over `storage` with `store` (directory or S3), so artifacts download;
+    `search dashboard` and this module's entry point (Kubernetes) both serve through here."""
+    from optuna_dashboard import run_server
+    run_server(storage, host=host, port=port, artifact_store=store)
 
 
 if __name__ == "__main__":

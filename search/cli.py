@@ -207,16 +207,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.gpus not in ("all", "none"):
         slots(args.gpus, args.per_gpu)  # a bad --gpus: fail before touching the database
     # unknown study, hopeless study, missing data: fail here, once, not in every child
+    # Start-up reads go through the workers' retry too: a dropped connection is not fatal.
+    from search.dbretry import DatabaseRetry
+    db = DatabaseRetry(opts.db_wait, args.study)
     storage = _storage(args, heartbeat=True)
-    study, definition = load_study(storage, args.study)
+    study, definition = db.call(load_study, storage, args.study)
     check_workable(definition)
     ensure_cifar10(args.data_dir)
     if definition.final is not None:  # its queue is all there is: no queue, no work (Optuna would sample)
-        optuna.storages.fail_stale_trials(study)  # a killed run's trial goes back to the queue first
-    if definition.final is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        db.call(optuna.storages.fail_stale_trials, study)  # a killed run's trial goes back to the queue first
+    if definition.final is not None and not db.call(study.get_trials, deepcopy=False, states=(TrialState.WAITING,)):
         print(f"study {args.study}: no final run waiting (all done or running); see `search status --study {args.study}`")
         return 0
-    if say_if_target_reached(study, args.n_trials, args.timeout):
+    if db.call(say_if_target_reached, study, args.n_trials, args.timeout):
         return 0
     storage.engine.dispose()  # the slot processes open their own; this one holds no connection
     return run_worker(opts, args.gpus, args.per_gpu, _child_args(opts))

@@ -145,7 +145,7 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     data = data.to(dev)  # once per worker, not once per trial
     progress = EpochPrinter(opts.study, opts.quiet)
-    store = open_artifact_store(opts.artifacts, study=study)
+    store = db.call(open_artifact_store, opts.artifacts, study=study)  # it records the location in the study
     if definition.final is not None:  # a `search finalize` study: fixed configurations, tested at the end
         from .finalize import FinalObjective
         objective = FinalObjective(definition, data, dev, store, opts.study,

@@ -5,6 +5,7 @@ under tests/.cache between runs; a fresh clone builds them once (~10 s full).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,13 @@ def postgres():
     server = PostgresServer().start()
     yield server
     server.remove()
+
+
+@pytest.fixture
+def env(cifar_small, tmp_path):
+    """Environment for `search` subprocesses: the small CIFAR-10, a per-test artifact store, one thread."""
+    return dict(os.environ, SEARCH_DATA_DIR=str(cifar_small), SEARCH_ARTIFACTS=str(tmp_path / "artifacts"),
+                OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

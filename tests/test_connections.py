@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from storage.database import CONNECTIONS_PER_WORKER
 from tests.fleet_servers import PgBouncer
-from tests.test_service import FIXED_SPACE, SEARCH, env, load, search  # noqa: F401  (env: a fixture)
+from tests.helpers import FIXED_SPACE, SEARCH, load, search
 
 SPACE = dict(FIXED_SPACE, recipe=dict(FIXED_SPACE["recipe"], epochs=[2, 2]))
 

@@ -18,8 +18,7 @@ import torch
 from PIL import Image, ImageStat
 
 from tests.servers import free_port
-from tests.test_service import VARIED_SPACE, search, space_file
-
+from tests.helpers import VARIED_SPACE, search, space_file
 BIN = Path(sys.executable).parent
 
 

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from search.cli import main
 from search.worker import trained_trials
 from tests.servers import PostgresServer, free_port
-from tests.test_service import FIXED_SPACE, SEARCH, env, load, running_checkpoint, search, space_file, wait_for, worker  # noqa: F401
+from tests.helpers import FIXED_SPACE, SEARCH, load, running_checkpoint, search, space_file, wait_for, worker
 
 FAULT_SPACE = {"arch": FIXED_SPACE["arch"], "recipe": {**FIXED_SPACE["recipe"], "epochs": [3, 3]}}
 

@@ -18,7 +18,7 @@ from search.definition import load_study
 from search.finalize import FINAL_ATTR, spearman
 from search.objective import FIXED_RECIPE_ATTR, SEED_ATTR
 from search.pareto import best_within, pareto_front
-from tests.test_service import env, load, one_line_error, search, space_file, wait_for, worker  # noqa: F401
+from tests.helpers import load, one_line_error, search, space_file, wait_for, worker
 
 # Two stages of one block, three widths, two schedules: trials differ in size and accuracy.
 SMALL_SPACE = {

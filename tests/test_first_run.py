@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import optuna
 import pytest
@@ -20,8 +19,7 @@ import torch
 
 from search.cli import build_parser
 from tests.servers import free_port
-from tests.test_service import FIXED_SPACE, SEARCH, VARIED_SPACE, search, space_file
-
+from tests.helpers import FIXED_SPACE, SEARCH, VARIED_SPACE, search, space_file
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 EPOCH_LINE = re.compile(r"^\[first\] trial (\d+) epoch (\d)/3: train loss \d+\.\d{3}, val acc [01]\.\d{4}, "

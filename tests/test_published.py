@@ -14,7 +14,7 @@ from objectives.recipe import Recipe
 from search.finalize import PUBLISHED_ATTR
 from search.objective import FIXED_RECIPE_ATTR
 from tests.conftest import SHARED
-from tests.test_service import env, load, one_line_error, search  # noqa: F401
+from tests.helpers import load, one_line_error, search
 
 SEEDS = SHARED / "seeds"
 

@@ -15,8 +15,7 @@ from optuna.trial import TrialState
 
 from tests.fleet_servers import S3Server
 from tests.servers import free_port
-from tests.test_service import FIXED_SPACE, SEARCH, load, running_checkpoint, search, wait_for
-
+from tests.helpers import FIXED_SPACE, SEARCH, load, running_checkpoint, search, wait_for
 BUCKET, PREFIX = "ckpts", "team/exp1"
 
 

@@ -3,7 +3,6 @@ create, parallel workers with pruning, status, export, the optuna CLI, and fault
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,64 +10,11 @@ import textwrap
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.servers import wait_until
-
-BIN = Path(sys.executable).parent
-SEARCH = str(BIN / "search")
-
-# Small and varied: some configs exceed the 30k budget, adadelta at a tiny lr gets pruned.
-VARIED_SPACE = {
-    "arch": {"num_stages": [2, 3], "blocks": [1, 1], "channels": [8, 16, 32], "stem_widths": [None],
-             "stem_se_ratios": [0], "se_ratios": [0, 4], "activations": ["relu", "silu"], "block_dropout": [0.0, 0.0]},
-    "recipe": {"optimizers": ["sgd_nesterov", "adam", "adadelta"], "batch_sizes": [64, 128], "epochs": [3, 3],
-               "crop_paddings": [0, 2], "cutouts": [0], "mixup_alphas": [0.0], "rotations": [0.0], "ema_decays": [0.0],
-               "lr": {"sgd_nesterov": [0.01, 0.2], "adam": [0.0003, 0.003], "adadelta": [0.0001, 0.001]}},
-}
-# One fixed, feasible architecture and recipe, several epochs: for fault tests.
-FIXED_SPACE = {
-    "arch": {"num_stages": [2, 2], "blocks": [1, 1], "channels": [32], "conv_kernels": [3], "skip_kernels": [1],
-             "stem_kernels": [3], "stem_widths": [None], "stem_se_ratios": [0], "se_ratios": [0],
-             "activations": ["relu"], "block_dropout": [0.0, 0.0], "head_dropout": [0.0, 0.0]},
-    "recipe": {"optimizers": ["sgd_nesterov"], "batch_sizes": [64], "epochs": [6, 6], "crop_paddings": [2],
-               "padding_modes": ["reflect"], "schedules": ["onecycle"], "decay_bn_and_bias": [False],
-               "cutouts": [0], "mixup_alphas": [0.0], "rotations": [0.0], "ema_decays": [0.0],
-               "grad_clip_modes": ["none"], "lr": {"sgd_nesterov": [0.05, 0.05]}, "momentum": [0.9, 0.9],
-               "weight_decay": [0.0005, 0.0005], "label_smoothing": [0.0, 0.0]},
-}
-
-
-@pytest.fixture
-def env(cifar_small, tmp_path):
-    e = dict(os.environ, SEARCH_DATA_DIR=str(cifar_small), SEARCH_ARTIFACTS=str(tmp_path / "artifacts"),
-             OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return e
-
-
-def search(*args, env, check=True, timeout=300):
-    proc = subprocess.run([SEARCH, *args], env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"search {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def worker(url, study, env, log: Path, *extra):
-    return subprocess.Popen([SEARCH, "worker", "--study", study, "--storage", url, "--gpus", "none", *extra],
-                            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
-def space_file(tmp_path, space) -> str:
-    path = tmp_path / "space.json"
-    path.write_text(json.dumps(space))
-    return str(path)
-
-
-def load(url, study):
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=study, storage=url)
+from tests.helpers import (BIN, FIXED_SPACE, VARIED_SPACE, load, one_line_error, running_checkpoint, search, space_file,
+                           wait_for, worker)
 
 
 def test_two_workers_prune_export_and_optuna_cli(storage_url, env, tmp_path):
@@ -133,18 +79,6 @@ def test_two_workers_prune_export_and_optuna_cli(storage_url, env, tmp_path):
     best_cli = subprocess.run([optuna_cli, "best-trial", "--study-name", "e2e", "--storage", storage_url, "-f", "json"],
                               capture_output=True, text=True, check=True)
     assert json.loads(best_cli.stdout)["number"] == best.number
-
-
-wait_for = wait_until  # the name the fault tests import
-
-
-def running_checkpoint(url, study, min_epoch, owner_pid: int | None = None):
-    """A RUNNING trial with a checkpoint of at least `min_epoch` (run by process `owner_pid`, when given)."""
-    for t in load(url, study).get_trials(states=(TrialState.RUNNING,)):
-        ref = t.user_attrs.get("resume_checkpoint")
-        if ref and ref["epoch"] >= min_epoch and owner_pid in (None, t.user_attrs["worker"]["pid"]):
-            return t, ref
-    return None
 
 
 def test_killed_worker_trial_is_retried_and_resumed(postgres, env, tmp_path):
@@ -238,12 +172,6 @@ def test_wrong_database_fails_at_once_not_after_the_wait(postgres, env):
     started = time.monotonic()
     line = one_line_error(search("status", "--study", "x", "--storage", url, "--db-wait", "60", env=env, check=False))
     assert 'database "nosuchdb" does not exist' in line and time.monotonic() - started < 30
-
-
-def one_line_error(proc) -> str:
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    (line,) = proc.stderr.strip().splitlines()
-    return line
 
 
 def test_empty_study_export_and_enqueue(env, tmp_path):

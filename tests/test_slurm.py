@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.fleet_servers import SlurmCluster, wait_until
-from tests.test_service import FIXED_SPACE, SEARCH, env, load, running_checkpoint, search  # noqa: F401  (env: a fixture)
+from tests.helpers import FIXED_SPACE, SEARCH, load, running_checkpoint, search
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "slurm" / "worker.sbatch"

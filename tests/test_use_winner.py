@@ -21,8 +21,7 @@ from objectives.checkpoint import load_model, model_file
 from objectives.data import load_cifar10
 from objectives.recipe import Recipe
 from objectives.train import evaluate, prepare_data, train
-from tests.test_service import VARIED_SPACE, one_line_error, search, space_file
-
+from tests.helpers import VARIED_SPACE, one_line_error, search, space_file
 BIN = Path(sys.executable).parent
 
 

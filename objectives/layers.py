@@ -73,29 +73,15 @@ class BN(Layer):
 
 
 @dataclass(frozen=True)
-class ConvBN(Layer):
-    """Conv then BatchNorm as one module (its state-dict names: NAME.0 the conv, NAME.1 the BN)."""
-    c_in: int
-    c_out: int
-    kernel: int
-    stride: int = 1
-
-    @property
-    def parts(self) -> tuple[Conv, BN]:
-        return Conv(self.c_in, self.c_out, self.kernel, self.stride), BN(self.c_out)
+class ConvBN(Conv):
+    """A conv then a BatchNorm as one module (state-dict names: NAME.0 the conv, NAME.1 the BN)."""
 
     @property
     def params(self) -> int:
-        return sum(p.params for p in self.parts)
-
-    def macs(self, side: int) -> int:
-        return self.parts[0].macs(side)
-
-    def out_side(self, side: int) -> int:
-        return self.parts[0].out_side(side)
+        return super().params + BN(self.c_out).params
 
     def build(self) -> nn.Module:
-        return nn.Sequential(*(p.build() for p in self.parts))
+        return nn.Sequential(super().build(), BN(self.c_out).build())
 
 
 @dataclass(frozen=True)

@@ -47,11 +47,15 @@ class Conv(Layer):
     stride: int = 1
 
     @property
-    def params(self) -> int:
+    def weights(self) -> int:
         return self.kernel * self.kernel * self.c_in * self.c_out
 
+    @property
+    def params(self) -> int:
+        return self.weights
+
     def macs(self, side: int) -> int:
-        return self.params * self.out_side(side) ** 2
+        return self.weights * self.out_side(side) ** 2  # one multiply-accumulate per weight per output position
 
     def out_side(self, side: int) -> int:
         return (side - 1) // self.stride + 1

@@ -10,7 +10,8 @@ from typing import Callable
 from torch import nn
 
 # name -> a fresh module (in place where PyTorch offers it: saves one activation-sized buffer).
-# Every entry maps 0 to 0, which the zero-initialised residual branches rely on (model.py).
+# Each must map 0 to 0: a pre-activation block then starts as the identity, as the others do
+# (model.py zero-initialises the last BN of every residual branch; a test checks every entry).
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "leaky_relu": lambda: nn.LeakyReLU(0.1, inplace=True),

@@ -9,6 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from objectives import PRESETS, ArchConfig, StageConfig, build, check_budget, count_macs, count_params
+from objectives.activations import ACTIVATIONS, make_activation
 from objectives.architecture import BLOCK_TYPES
 from objectives.counting import OverBudgetError
 from tests.archgen import random_arch
@@ -150,6 +151,21 @@ def test_every_block_type_trains(block):
     assert out.shape == (2, 10)
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_every_activation_maps_zero_to_zero_and_a_fresh_block_is_the_identity(name):
+    assert make_activation(name)(torch.zeros(3)).abs().sum() == 0
+    # identity shortcuts only (stage 1 at the stem's width): a fresh network's blocks pass the stem through
+    arch = ArchConfig(stages=(StageConfig(2, 8, block="preact"),), pool_kernel=32, activation=name)
+    model, x = build(arch).eval(), torch.randn(2, 3, 32, 32)
+    stem = model.stem(x)
+    assert torch.equal(model.stages(stem), stem)
+
+
+def test_unknown_activation_is_an_error_not_a_fallback():
+    with pytest.raises(ValueError, match="activation: must be one of relu, "):
+        make_activation("tanh")
 
 
 def test_basic_blocks_keep_the_state_dict_names_of_earlier_model_files():

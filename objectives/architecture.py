@@ -1,10 +1,11 @@
 """The ResNet architecture of one trial, as plain data.
 
 An `ArchConfig` describes a ResNet for 32x32 inputs completely: the stem, N
-stages of BasicBlocks, the average pool and the classifier. It is the one
-description that parameter counting (`counting.py`), model building
-(`model.py`), sampling (`space.py`) and export all read, so it holds no
-behaviour beyond validating itself and converting to and from JSON.
+stages of residual blocks (of a type from `blocks.py` per stage), the average
+pool and the classifier. It is the one description that the network plan
+(`plan.py`, which parameter counting and model building walk), sampling
+(`space.py`) and export all read, so it holds no behaviour beyond validating
+itself, its derived shapes and converting to and from JSON.
 """
 from __future__ import annotations
 
@@ -13,25 +14,45 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .activations import ACTIVATIONS as ACTIVATION_REGISTRY
+from .blocks import BLOCKS
+from .checks import choice
+
 INPUT_SIDE = 32  # CIFAR-10 images are 32x32
 INPUT_CHANNELS = 3
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "silu", "gelu")
+ACTIVATIONS = tuple(ACTIVATION_REGISTRY)  # names; each activation is declared once, in activations.py
+BLOCK_TYPES = tuple(BLOCKS)               # names; each block type is declared once, in blocks.py
 MAX_STAGES = 5  # 32 / 2^4 = 2: a sixth stage would leave a 1x1 map before pooling
 MAX_BLOCKS = 256  # per stage (ResNet-1202 has 200): more only makes counting and building hang
 
 
+def stage_stride(i: int) -> int:
+    """Stride of stage i's first block (0-based): every stage after the first halves the side."""
+    return 1 if i == 0 else 2
+
+
+def final_side(num_stages: int) -> int:
+    """S: side of the last stage's feature map."""
+    side = INPUT_SIDE
+    for i in range(num_stages):
+        side //= stage_stride(i)
+    return side
+
+
 @dataclass(frozen=True)
 class StageConfig:
-    """One stage: `blocks` BasicBlocks of `channels` output channels.
+    """One stage: `blocks` residual blocks of type `block`, each `channels` wide at its output.
 
-    conv_kernel (F_i): kernel of both 3x3-style convs in each block ('same' padding).
-    skip_kernel (K_i): kernel of the conv + BN projection on the skip path, used
-    wherever a block's input and output shapes differ (stride or channels).
+    conv_kernel (F_i): kernel of the 3x3-style convs in each block ('same' padding).
+    skip_kernel (K_i): kernel of the projection on the skip path, used wherever a
+    block's input and output shapes differ (stride or channels).
+    block: a name in blocks.BLOCKS; "basic" is every config written before block types existed.
     """
     blocks: int
     channels: int
     conv_kernel: int = 3
     skip_kernel: int = 1
+    block: str = "basic"
 
 
 @dataclass(frozen=True)
@@ -66,7 +87,7 @@ class ArchConfig:
     @property
     def final_side(self) -> int:
         """S: side of the last stage's feature map."""
-        return INPUT_SIDE // 2 ** (self.num_stages - 1)
+        return final_side(self.num_stages)
 
     @property
     def pooled_side(self) -> int:
@@ -98,7 +119,7 @@ class ArchConfig:
                 continue
             if not isinstance(s, dict) or not set(s) <= stage_fields or not {"blocks", "channels"} <= set(s):
                 raise ValueError(f"stages[{i}]: needs 'blocks' and 'channels', may have "
-                                 f"'conv_kernel' and 'skip_kernel'")
+                                 f"'conv_kernel', 'skip_kernel' and 'block'")
             parsed.append(StageConfig(**s))
         return cls(**{**data, "stages": tuple(parsed)})
 
@@ -146,6 +167,7 @@ def validate(arch: ArchConfig) -> None:
             raise ValueError(f"stages[{i}].channels: must be a positive integer, got {s.channels!r}")
         _check_kernel(f"stages[{i}].conv_kernel", s.conv_kernel)
         _check_kernel(f"stages[{i}].skip_kernel", s.skip_kernel)
+        choice(f"stages[{i}].block", s.block, BLOCK_TYPES)
     _check_kernel("stem_kernel", arch.stem_kernel)
     if arch.stem_width is not None and (not _is_int(arch.stem_width) or arch.stem_width < 1):
         raise ValueError(f"stem_width: must be a positive integer or null, got {arch.stem_width!r}")
@@ -153,21 +175,16 @@ def validate(arch: ArchConfig) -> None:
         r = getattr(arch, name)
         if not _is_int(r) or r < 0:
             raise ValueError(f"{name}: must be 0 (no SE) or a positive integer, got {r!r}")
-    if arch.activation not in ACTIVATIONS:
-        raise ValueError(f"activation: must be one of {', '.join(ACTIVATIONS)}, got {arch.activation!r}")
+    choice("activation", arch.activation, ACTIVATIONS)
     for name in ("block_dropout", "head_dropout"):
         p = getattr(arch, name)
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise ValueError(f"{name}: must be a probability in [0, 1), got {p!r}")
     if not _is_int(arch.num_classes) or arch.num_classes < 2:
         raise ValueError(f"num_classes: must be an integer >= 2, got {arch.num_classes!r}")
-    side = INPUT_SIDE // 2 ** (n - 1)
+    side = final_side(n)
     if not _is_int(arch.pool_kernel) or arch.pool_kernel < 1 or side % arch.pool_kernel:
         divisors = [d for d in range(1, side + 1) if side % d == 0]
         raise ValueError(f"pool_kernel: must divide the final {side}x{side} map "
                          f"(one of {divisors}), got {arch.pool_kernel!r}")
 
-
-def se_hidden(channels: int, ratio: int) -> int:
-    """Width of an SE block's bottleneck: channels // ratio, at least 1."""
-    return max(1, channels // ratio)

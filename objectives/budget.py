@@ -16,6 +16,7 @@ import dataclasses
 
 from .architecture import ArchConfig
 from .counting import count_params
+from .recipe import RecipeSpace
 
 SHRINK_STEP = 0.9   # each try narrows every stage by 10% more
 MIN_STEPS_PER_EPOCH = 25  # fewer optimizer steps per epoch and short trials barely learn
@@ -51,8 +52,8 @@ def batch_scale(batch_sizes: tuple[int, ...], n_train: int) -> int:
     return factor
 
 
-def fit_recipe_space(space, n_train: int, epochs: int):
-    """`space` (a RecipeSpace) fitted to a run of `epochs` epochs on `n_train` images: batch sizes
+def fit_recipe_space(space: RecipeSpace, n_train: int, epochs: int) -> RecipeSpace:
+    """`space` fitted to a run of `epochs` epochs on `n_train` images: batch sizes
     divided by `batch_scale`, with the peak learning rates scaled alike (linearly for SGD, as in
     Goyal et al.; by the square root for the adaptive optimizers), and only the weight-EMA decays
     whose horizon 1 / (1 - decay) is at most half the run's steps (a longer one would evaluate

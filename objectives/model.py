@@ -1,108 +1,74 @@
-"""Build a torch ResNet from an ArchConfig.
-
-Layer for layer this mirrors `counting.py`; a property test keeps the two in step.
-Convs carry no bias (a BatchNorm follows each); SE blocks use biased 1x1 convs as
-in the SE paper; the classifier is one biased Linear layer.
+"""Build a torch ResNet from an ArchConfig by walking its network plan (`plan.py`), the
+same plan `counting.py` counts; a property test checks the two agree on random configs of
+every block type. Module names follow the plan's names, which for basic blocks are the
+state-dict names of model files written before block types existed.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .architecture import ArchConfig, se_hidden
+from .architecture import ArchConfig
+from .blocks import BlockPlan, Layers
+from .plan import network_plan
 
 
-def make_activation(name: str) -> nn.Module:
-    return {
-        "relu": lambda: nn.ReLU(inplace=True),
-        "leaky_relu": lambda: nn.LeakyReLU(0.1, inplace=True),
-        "elu": lambda: nn.ELU(inplace=True),
-        "silu": lambda: nn.SiLU(inplace=True),
-        "gelu": lambda: nn.GELU(),
-    }[name]()
+def _add(module: nn.Module, layers: Layers) -> list[str]:
+    for name, layer in layers.items():
+        module.add_module(name, layer.build())
+    return list(layers)
 
 
-def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(c_out),
-    )
+def _run(module: nn.Module, names: list[str], x: torch.Tensor) -> torch.Tensor:
+    for name in names:
+        x = getattr(module, name)(x)
+    return x
 
 
-class SqueezeExcite(nn.Module):
-    """Channel gating: global average -> 1x1 conv -> act -> 1x1 conv -> sigmoid."""
+class ResidualBlock(nn.Module):
+    """One residual block of any type: see blocks.py for what pre, residual, shortcut and post are."""
 
-    def __init__(self, channels: int, ratio: int, activation: str):
+    def __init__(self, plan: BlockPlan):
         super().__init__()
-        hidden = se_hidden(channels, ratio)
-        self.reduce = nn.Conv2d(channels, hidden, 1, bias=True)
-        self.act = make_activation(activation)
-        self.expand = nn.Conv2d(hidden, channels, 1, bias=True)
+        self.pre = _add(self, plan.pre)
+        self.residual = _add(self, plan.residual)
+        self.shortcut_path = _add(self, plan.shortcut)
+        self.post = _add(self, plan.post)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
+        h = _run(self, self.pre, x)
+        skip = _run(self, self.shortcut_path, h) if self.shortcut_path else x
+        return _run(self, self.post, _run(self, self.residual, h) + skip)
 
-
-class BasicBlock(nn.Module):
-    """conv-BN-act-[dropout]-conv-BN-[SE] + skip, then act."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int, conv_kernel: int, skip_kernel: int,
-                 se_ratio: int, activation: str, dropout: float):
-        super().__init__()
-        self.conv1 = conv_bn(c_in, c_out, conv_kernel, stride)
-        self.act1 = make_activation(activation)
-        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = conv_bn(c_out, c_out, conv_kernel)
-        self.se = SqueezeExcite(c_out, se_ratio, activation) if se_ratio else nn.Identity()
-        # Projection only where shapes differ; identity keeps the residual path free.
-        self.shortcut = (conv_bn(c_in, c_out, skip_kernel, stride)
-                         if stride != 1 or c_in != c_out else nn.Identity())
-        self.act2 = make_activation(activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.dropout(self.act1(self.conv1(x)))
-        out = self.se(self.conv2(out))
-        return self.act2(out + self.shortcut(x))
+    def last_residual_bn(self) -> nn.BatchNorm2d | None:
+        bns = [m for name in self.residual for m in getattr(self, name).modules() if isinstance(m, nn.BatchNorm2d)]
+        return bns[-1] if bns else None
 
 
 class ResNet(nn.Module):
     def __init__(self, arch: ArchConfig):
         super().__init__()
         self.arch = arch
-        stem = [*conv_bn(3, arch.stem_channels, arch.stem_kernel), make_activation(arch.activation)]
-        if arch.stem_se_ratio:
-            stem.append(SqueezeExcite(arch.stem_channels, arch.stem_se_ratio, arch.activation))
-        self.stem = nn.Sequential(*stem)
-        stages, c_in = [], arch.stem_channels
-        for i, s in enumerate(arch.stages):
-            blocks = []
-            for b in range(s.blocks):
-                stride = 2 if (i > 0 and b == 0) else 1
-                blocks.append(BasicBlock(c_in, s.channels, stride, s.conv_kernel, s.skip_kernel,
-                                         arch.se_ratio, arch.activation, arch.block_dropout))
-                c_in = s.channels
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.pool = nn.AvgPool2d(arch.pool_kernel)
-        self.head_dropout = nn.Dropout(arch.head_dropout) if arch.head_dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(arch.fc_in_features, arch.num_classes)
+        plan = network_plan(arch)
+        self.stem = nn.Sequential(*(layer.build() for layer in plan.stem.values()))
+        self.stages = nn.Sequential(*(nn.Sequential(*(ResidualBlock(b) for b in stage)) for stage in plan.stages))
+        self.final = nn.Sequential(*(layer.build() for layer in plan.final.values()))
+        self.head = _add(self, plan.head)  # pool, flatten, [head_dropout], fc
         self._init_weights()
 
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        # Zero the last BN of each residual branch: every block starts as identity,
-        # which trains deep configs stably from the first step (Goyal et al., 2017).
+        # Zero the last BN of each residual branch: every block starts as identity, which trains
+        # deep configs stably from the first step (Goyal et al., 2017). In a pre-activation block
+        # that BN is followed by act and conv: act(0) = 0 for every activation, so it does too.
         for m in self.modules():
-            if isinstance(m, BasicBlock):
-                nn.init.zeros_(m.conv2[1].weight)
+            if isinstance(m, ResidualBlock) and (bn := m.last_residual_bn()) is not None:
+                nn.init.zeros_(bn.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))
-        x = torch.flatten(self.pool(x), 1)
-        return self.fc(self.head_dropout(x))
+        return _run(self, self.head, self.final(self.stages(self.stem(x))))
 
 
 def build(arch: ArchConfig) -> ResNet:

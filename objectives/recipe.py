@@ -12,7 +12,7 @@ from typing import Any
 from .architecture import fields_from_dict
 from .checks import boolean, choice, low_high, non_empty_list, number
 from .optimizers import OPTIMIZERS as OPTIMIZER_REGISTRY
-from .space import TrialLike
+from .trial_like import TrialLike
 
 OPTIMIZERS = tuple(OPTIMIZER_REGISTRY)  # names; each optimizer is declared once, in optimizers.py
 SCHEDULES = ("onecycle", "cosine", "step", "constant")

@@ -14,31 +14,31 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from .architecture import ACTIVATIONS, INPUT_SIDE, MAX_BLOCKS, MAX_STAGES, ArchConfig, StageConfig, fields_from_dict
+from .architecture import (ACTIVATIONS, BLOCK_TYPES, MAX_BLOCKS, MAX_STAGES, ArchConfig, StageConfig,
+                           fields_from_dict, final_side)
 from .budget import fit_to_budget
 from .checks import choice, is_int, low_high, non_empty_list, number
-
-if TYPE_CHECKING:
-    from .recipe import RecipeSpace
+from .recipe import RecipeSpace
+from .trial_like import TrialLike
 
 RANGE_FIELDS = ("num_stages", "blocks", "block_dropout", "head_dropout")
-
-
-class TrialLike(Protocol):  # optuna.Trial, FixedTrial, or anything with the suggest API
-    def suggest_int(self, name: str, low: int, high: int) -> int: ...
-    def suggest_float(self, name: str, low: float, high: float) -> float: ...
-    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+# A space written before block types existed (every study stored until then) searched basic
+# blocks only. It is read that way, and such a space is written without the field, so stored
+# studies keep their stored form (`search create` compares it) and sample as they did.
+LEGACY_BLOCK_TYPES = ("basic",)
 
 
 @dataclass(frozen=True)
 class ArchSpace:
     num_stages: tuple[int, int] = (3, 5)          # N; every stage after the first halves the side
-    blocks: tuple[int, int] = (1, 4)              # B_i, BasicBlocks per stage
+    blocks: tuple[int, int] = (1, 4)              # B_i, residual blocks per stage
     channels: tuple[int, ...] = (16, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512)  # C_i
     conv_kernels: tuple[int, ...] = (3, 5)        # F_i; 7 rarely pays for its params at 32x32
     skip_kernels: tuple[int, ...] = (1, 3)        # K_i
+    # Block type per stage (objectives/blocks.py): all of them, so a new study explores them.
+    block_types: tuple[str, ...] = BLOCK_TYPES
     stem_kernels: tuple[int, ...] = (3, 5)
     stem_widths: tuple[int | None, ...] = (None, 16, 32, 64)  # None: same as C_1
     stem_se_ratios: tuple[int, ...] = (0, 16)     # 0: no SE after the stem
@@ -66,6 +66,8 @@ class ArchSpace:
                 raise ValueError(f"space.{name}: kernels must be odd positive integers, got {bad}")
         for v in self.activations:
             choice("space.activations", v, ACTIVATIONS)
+        for v in self.block_types:
+            choice("space.block_types", v, BLOCK_TYPES)
         for name in ("channels", "stem_se_ratios", "se_ratios"):
             floor = 1 if name == "channels" else 0
             bad = [c for c in getattr(self, name) if not is_int(c) or c < floor]
@@ -76,22 +78,30 @@ class ArchSpace:
             raise ValueError(f"space.stem_widths: must be positive integers or null, got {bad}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if not (f.name == "block_types" and self.block_types == LEGACY_BLOCK_TYPES)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ArchSpace":
-        return cls(**fields_from_dict(cls, data, "space.arch"))
+        return cls(**{"block_types": LEGACY_BLOCK_TYPES, **fields_from_dict(cls, data, "space.arch")})
 
 
 def pool_choices(num_stages: int) -> list[int]:
     """Divisors of the final side S = 32 / 2^(N-1): the valid pool kernels P."""
-    side = INPUT_SIDE // 2 ** (num_stages - 1)
+    side = final_side(num_stages)
     return [d for d in range(1, side + 1) if side % d == 0]
 
 
 def _uniform(trial: TrialLike, name: str, lo_hi: tuple[float, float]) -> float:
     lo, hi = lo_hi
     return float(lo) if lo == hi else trial.suggest_float(name, lo, hi)
+
+
+def _block_type(trial: TrialLike, stage: int, space: ArchSpace) -> str:
+    # One block type is no choice: no parameter, as in every trial from before block types.
+    if len(space.block_types) == 1:
+        return space.block_types[0]
+    return trial.suggest_categorical(f"stage{stage}_block_type", space.block_types)
 
 
 def sample_arch(trial: TrialLike, space: ArchSpace, budget: int | None = None) -> ArchConfig:
@@ -104,6 +114,7 @@ def sample_arch(trial: TrialLike, space: ArchSpace, budget: int | None = None) -
             channels=trial.suggest_categorical(f"stage{i}_channels", space.channels),
             conv_kernel=trial.suggest_categorical(f"stage{i}_conv_kernel", space.conv_kernels),
             skip_kernel=trial.suggest_categorical(f"stage{i}_skip_kernel", space.skip_kernels),
+            block=_block_type(trial, i, space),
         )
         for i in range(1, n + 1)
     )
@@ -137,6 +148,9 @@ def arch_to_params(arch: ArchConfig, space: ArchSpace) -> dict[str, Any]:
         params[f"stage{i}_channels"] = check(f"stage{i}_channels", s.channels, space.channels)
         params[f"stage{i}_conv_kernel"] = check(f"stage{i}_conv_kernel", s.conv_kernel, space.conv_kernels)
         params[f"stage{i}_skip_kernel"] = check(f"stage{i}_skip_kernel", s.skip_kernel, space.skip_kernels)
+        check(f"stage{i}_block_type", s.block, space.block_types)
+        if len(space.block_types) > 1:
+            params[f"stage{i}_block_type"] = s.block
     params[f"pool_kernel_n{n}"] = arch.pool_kernel
     stem_width = None if arch.stem_width == arch.stages[0].channels and None in space.stem_widths else arch.stem_width
     params.update(
@@ -158,17 +172,18 @@ def arch_to_params(arch: ArchConfig, space: ArchSpace) -> dict[str, Any]:
 class SearchSpace:
     """Everything a study searches: the architecture ranges and the recipe ranges."""
     arch: ArchSpace = dataclasses.field(default_factory=ArchSpace)
-    recipe: "RecipeSpace" = dataclasses.field(default_factory=lambda: _recipe_space()())
+    recipe: RecipeSpace = dataclasses.field(default_factory=RecipeSpace)
 
     def to_dict(self) -> dict[str, Any]:
         return {"arch": self.arch.to_dict(), "recipe": self.recipe.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchSpace":
-        """Missing sections and fields take their defaults."""
+        """Missing sections and fields take their defaults (a missing arch.block_types: basic
+        blocks only, as in every space written before block types existed)."""
         if not isinstance(data, dict) or set(data) - {"arch", "recipe"}:
             raise ValueError("space: must be a JSON object with 'arch' and/or 'recipe' sections")
-        return cls(ArchSpace.from_dict(data.get("arch", {})), _recipe_space().from_dict(data.get("recipe", {})))
+        return cls(ArchSpace.from_dict(data.get("arch", {})), RecipeSpace.from_dict(data.get("recipe", {})))
 
     @classmethod
     def from_json(cls, text: str) -> "SearchSpace":
@@ -177,7 +192,3 @@ class SearchSpace:
         except json.JSONDecodeError as e:
             raise ValueError(f"space: not valid JSON ({e})") from e
 
-
-def _recipe_space():
-    from .recipe import RecipeSpace  # recipe.py imports this module for TrialLike
-    return RecipeSpace

@@ -1,17 +1,19 @@
 """Random valid architectures for property tests: wider than the default search
-space (every kernel, activation, SE and stem option), but narrow enough to build fast."""
+space (every kernel, activation, block type, SE and stem option, block types mixed
+across stages), but narrow enough to build fast."""
 from __future__ import annotations
 
 import random
 
-from objectives.architecture import ACTIVATIONS, ArchConfig, StageConfig
+from objectives.architecture import ACTIVATIONS, BLOCK_TYPES, ArchConfig, StageConfig
 from objectives.space import pool_choices
 
 
-def random_arch(rng: random.Random) -> ArchConfig:
+def random_arch(rng: random.Random, block_types: tuple[str, ...] = BLOCK_TYPES) -> ArchConfig:
     n = rng.randint(1, 5)
     stages = tuple(StageConfig(blocks=rng.randint(1, 3), channels=rng.choice([1, 3, 8, 16, 24, 33, 64]),
-                               conv_kernel=rng.choice([1, 3, 5, 7]), skip_kernel=rng.choice([1, 3, 5]))
+                               conv_kernel=rng.choice([1, 3, 5, 7]), skip_kernel=rng.choice([1, 3, 5]),
+                               block=rng.choice(block_types))
                    for _ in range(n))
     return ArchConfig(
         stages=stages,

@@ -9,6 +9,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from objectives import PRESETS, ArchConfig, StageConfig, build, check_budget, count_macs, count_params
+from objectives.activations import ACTIVATIONS, make_activation
+from objectives.architecture import BLOCK_TYPES
 from objectives.counting import OverBudgetError
 from tests.archgen import random_arch
 
@@ -72,23 +74,114 @@ def test_hand_counted_se_and_stem_projection():
     assert count_params(arch) == 154 + 7 + 80 + 80 + 152 + 13 + 50 == built_params(arch, "cpu")
 
 
-def test_count_matches_built_model_on_500_random_configs():
+def test_hand_counted_bottleneck():
+    # stem 3x3 3->8 + BN: 216 + 16. Stage 1 (8 -> 8, identity skip), inner width 8/4 = 2:
+    # 1x1 8->2 + BN (16 + 4), 3x3 2->2 + BN (36 + 4), 1x1 2->8 + BN (16 + 16). Stage 2 (8 -> 10,
+    # stride 2), inner width 10/4 rounded up = 3: 1x1 8->3 + BN (24 + 6), 3x3 3->3 + BN (81 + 6),
+    # 1x1 3->10 + BN (30 + 20), 1x1 projection 8->10 + BN (80 + 20); 16x16 map pooled by 8, fc 40 -> 10.
+    arch = ArchConfig(stages=(StageConfig(1, 8, block="bottleneck"), StageConfig(1, 10, block="bottleneck")),
+                      pool_kernel=8, stem_width=8)
+    assert count_params(arch) == 232 + 92 + (30 + 87 + 50 + 100) + 410 == built_params(arch, "cpu")
+
+
+def test_hand_counted_preact_and_its_final_norm():
+    # stem 3x3 3->4 + BN: 116. Stage 1 (identity): BN(4) 8, 3x3 4->4 144, BN(4) 8, 3x3 4->4 144.
+    # Stage 2 (4 -> 8, stride 2): BN(4) 8, 3x3 4->8 288, BN(8) 16, 3x3 8->8 576, and a bare 1x1
+    # projection 4->8 (32: it reads the pre-activated input, no BN); then BN(8) before the pool: 16;
+    # global pool, fc 8 -> 10: 90.
+    preact = ArchConfig(stages=(StageConfig(1, 4, block="preact"), StageConfig(1, 8, block="preact")), pool_kernel=16)
+    assert count_params(preact) == 116 + 304 + 920 + 16 + 90 == built_params(preact, "cpu")
+    # A basic last stage ends in its own activation: no BN before the pool. Stage 2 basic: 3x3 4->8 + BN
+    # (288 + 16), 3x3 8->8 + BN (576 + 16), 1x1 projection 4->8 + BN (32 + 16).
+    mixed = ArchConfig(stages=(StageConfig(1, 4, block="preact"), StageConfig(1, 8)), pool_kernel=16)
+    assert count_params(mixed) == 116 + 304 + 944 + 90 == built_params(mixed, "cpu")
+
+
+def test_bottleneck_and_preact_reproduce_published_counts():
+    # kuangliu ResNet-50: bottleneck stages 3, 4, 6, 3 of output width 256..2048 (inner 64..512)
+    # behind a 64-wide stem: 23,520,842 parameters.
+    resnet50 = ArchConfig(stages=tuple(StageConfig(b, c, block="bottleneck") for b, c in
+                                       zip((3, 4, 6, 3), (256, 512, 1024, 2048))), pool_kernel=4, stem_width=64)
+    assert count_params(resnet50) == 23_520_842 == built_params(resnet50)
+    # kuangliu PreActResNet-18: 11,171,146; ours also has the stem's BN (2 * 64) and the BN before
+    # the pool (2 * 512) that He et al. (2016) put there and kuangliu leaves out.
+    preact18 = ArchConfig(stages=tuple(StageConfig(2, c, block="preact") for c in (64, 128, 256, 512)), pool_kernel=4)
+    assert count_params(preact18) == 11_171_146 + 128 + 1024 == built_params(preact18)
+
+
+# Every block type alone, and all of them mixed across stages.
+BLOCK_MIXES = [(b,) for b in BLOCK_TYPES] + [BLOCK_TYPES]
+
+
+@pytest.mark.parametrize("block_types", BLOCK_MIXES, ids="+".join)
+def test_count_matches_built_model_on_random_configs(block_types):
     rng = random.Random(1234)
-    for _ in range(500):
-        arch = random_arch(rng)
+    for _ in range(125):
+        arch = random_arch(rng, block_types)
         assert count_params(arch) == built_params(arch), arch
 
 
-def test_macs_match_torch_flop_counter():
+def flop_counted_macs(arch: ArchConfig) -> int:
+    model = build(arch).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    return counter.get_total_flops() // 2  # it counts 2 FLOPs per multiply-accumulate
+
+
+@pytest.mark.parametrize("block_types", BLOCK_MIXES, ids="+".join)
+def test_macs_match_torch_flop_counter(block_types):
     rng = random.Random(7)
-    archs = [PRESETS["resnet9-kuangliu"], PRESETS["se-resnet-rawat"], PRESETS["resnet-nightshade"]]
-    archs += [random_arch(rng) for _ in range(6)]
-    for arch in archs:
-        model = build(arch).eval()
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            model(torch.randn(1, 3, 32, 32))
-        assert 2 * count_macs(arch) == counter.get_total_flops(), arch
+    for arch in [random_arch(rng, block_types) for _ in range(3)]:
+        assert count_macs(arch) == flop_counted_macs(arch), arch
+
+
+@pytest.mark.parametrize("name", ["resnet9-kuangliu", "se-resnet-rawat", "resnet-nightshade"])
+def test_preset_macs_match_torch_flop_counter(name):
+    assert count_macs(PRESETS[name]) == flop_counted_macs(PRESETS[name])
+
+
+@pytest.mark.parametrize("block", BLOCK_TYPES)
+def test_every_block_type_trains(block):
+    # Stride, projections, SE and dropout inside each block type, at one and two blocks per stage.
+    arch = ArchConfig(stages=(StageConfig(2, 8, block=block), StageConfig(1, 16, 5, 3, block=block)), pool_kernel=4,
+                      se_ratio=4, block_dropout=0.1, head_dropout=0.1)
+    model = build(arch)
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_every_activation_maps_zero_to_zero_and_a_fresh_block_is_the_identity(name):
+    assert make_activation(name)(torch.zeros(3)).abs().sum() == 0
+    # identity shortcuts only (stage 1 at the stem's width): a fresh network's blocks pass the stem through
+    arch = ArchConfig(stages=(StageConfig(2, 8, block="preact"),), pool_kernel=32, activation=name)
+    model, x = build(arch).eval(), torch.randn(2, 3, 32, 32)
+    stem = model.stem(x)
+    assert torch.equal(model.stages(stem), stem)
+
+
+def test_unknown_activation_is_an_error_not_a_fallback():
+    with pytest.raises(ValueError, match="activation: must be one of relu, "):
+        make_activation("tanh")
+
+
+def test_basic_blocks_keep_the_state_dict_names_of_earlier_model_files():
+    arch = ArchConfig(stages=(StageConfig(1, 4), StageConfig(1, 8)), pool_kernel=8, stem_se_ratio=2, se_ratio=2)
+    with torch.device("meta"):
+        names = {k.rsplit(".", 1)[0] for k in build(arch).state_dict()}
+    conv_bn = lambda prefix: {f"{prefix}.0", f"{prefix}.1"}  # noqa: E731
+    se = lambda prefix: {f"{prefix}.reduce", f"{prefix}.expand"}  # noqa: E731
+    assert names == {"stem.0", "stem.1", *se("stem.3"), "fc",
+                     *conv_bn("stages.0.0.conv1"), *conv_bn("stages.0.0.conv2"), *se("stages.0.0.se"),
+                     *conv_bn("stages.1.0.conv1"), *conv_bn("stages.1.0.conv2"), *se("stages.1.0.se"),
+                     *conv_bn("stages.1.0.shortcut")}
+    # and an architecture stored before block types existed (no "block") is that network
+    old = {"stages": [{"blocks": 1, "channels": 4}, {"blocks": 1, "channels": 8}], "pool_kernel": 8,
+           "stem_se_ratio": 2, "se_ratio": 2}
+    assert ArchConfig.from_dict(old) == arch
 
 
 def test_json_round_trip():
@@ -114,6 +207,7 @@ BASE = ArchConfig(stages=(StageConfig(1, 16), StageConfig(1, 32)), pool_kernel=4
     (dict(stem_kernel=2), "stem_kernel"),
     (dict(stem_width=0), "stem_width"),
     (dict(activation="tanh"), "activation"),
+    (dict(stages=(StageConfig(1, 16, block="dense"),)), "stages[1].block"),
     (dict(block_dropout=1.0), "block_dropout"),
     (dict(head_dropout=-0.1), "head_dropout"),
     (dict(se_ratio=-1), "se_ratio"),

@@ -20,7 +20,9 @@ from objectives import ArchConfig, StageConfig
 from objectives.checkpoint import load_model, model_file
 from objectives.data import load_cifar10
 from objectives.recipe import Recipe
-from objectives.train import evaluate, prepare_data, train
+from objectives.inference import evaluate, load_classifier
+from objectives.prepare import prepare_data
+from objectives.train import train
 from tests.test_service import VARIED_SPACE, one_line_error, search, space_file
 
 BIN = Path(sys.executable).parent
@@ -46,9 +48,8 @@ def env(cifar_small):
 
 def test_evaluate_reports_accuracy_per_class_and_confusion(trained, cifar_small, env):
     out = json.loads(search("evaluate", str(trained), "--json", env=env).stdout)
-    model, info = load_model(trained)
     test = load_cifar10(cifar_small).test
-    expected = evaluate(model, test, info["normalization"]["mean"], info["normalization"]["std"])
+    expected = evaluate(load_classifier(trained)[0], test)
     confusion = np.array(out["confusion_matrix"])
     assert out["accuracy"] == expected.accuracy and out["images"] == 200
     assert confusion.sum() == 200 and (confusion.sum(1) == 20).all()

@@ -2,9 +2,10 @@
 
 Reads top to bottom in pipeline order: the recipe's optimizer -> the Trainer (model, data
 on the device, schedule) -> one epoch (shuffle, augment, step) -> the loop (validation,
-report hook, fault handling) -> the result -> resuming. Data preparation is in prepare.py,
-evaluation in inference.py (the same one `search evaluate` runs), the optimizers in
-optimizers.py. Speed choices are explained where they are made.
+report hook, fault handling) -> resuming mid-run -> the result. Data preparation is in
+prepare.py, evaluation in inference.py (the one `search evaluate` runs too), the optimizers
+in optimizers.py, the checkpoint's format in checkpoint.py. Speed choices are explained
+where they are made.
 """
 from __future__ import annotations
 

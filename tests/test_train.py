@@ -176,10 +176,8 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(mini):
 
 
 def test_resume_checkpoint_of_another_run_is_refused_before_anything_loads(mini):
-    trainer = Trainer(TINY, QUICK, mini, seed=1)
-    trainer.run()
     buf = io.BytesIO()
-    torch.save(trainer.checkpoint(), buf)
+    torch.save(Trainer(TINY, QUICK, mini, seed=1).checkpoint(), buf)
     buf.seek(0)
     ckpt = torch.load(buf, weights_only=True)  # as the objective reads it back
     assert ckpt["format"] == "resnet-search/resume-v1" and ckpt["recipe"] == QUICK.to_dict()

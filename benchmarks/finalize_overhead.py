@@ -32,7 +32,9 @@ from objectives import ArchConfig  # noqa: E402
 from objectives.data import load_cifar10  # noqa: E402
 from objectives.recipe import Recipe  # noqa: E402
 from objectives.model import build  # noqa: E402
-from objectives.train import evaluate, prepare_data, train  # noqa: E402
+from objectives.inference import Classifier, evaluate  # noqa: E402
+from objectives.prepare import prepare_data  # noqa: E402
+from objectives.train import train  # noqa: E402
 from search.objective import FIXED_RECIPE_ATTR, SEED_ATTR  # noqa: E402
 
 SPACE = {
@@ -85,7 +87,7 @@ def main() -> None:
         result = train(arch, recipe, data, seed=t.user_attrs[SEED_ATTR])
         model = build(arch)
         model.load_state_dict(result.best_state)
-        evaluate(model, test, data.mean, data.std, tta=recipe.tta_flip)
+        evaluate(Classifier(model, data.mean, data.std), test, tta=recipe.tta_flip)
     direct_s = time.perf_counter() - started
     result = {
         "device": "cpu", "threads": os.environ.get("OMP_NUM_THREADS"), "load_average": os.getloadavg(),

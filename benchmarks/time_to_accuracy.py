@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 from objectives import ArchConfig, count_macs, count_params, get_preset  # noqa: E402
 from objectives.data import load_cifar10  # noqa: E402
 from objectives.recipe import Recipe  # noqa: E402
-from objectives.train import Trainer, TrainData, channel_stats  # noqa: E402
+from objectives.prepare import TrainData, channel_stats  # noqa: E402
+from objectives.train import Trainer  # noqa: E402
 
 # airbench-style: large batch, Nesterov SGD, label smoothing, one-cycle, flip TTA.
 FAST = {"optimizer": "sgd_nesterov", "lr": 0.4, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "onecycle",

@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 from objectives import build, count_params, get_preset  # noqa: E402
 from objectives.data import load_cifar10  # noqa: E402
 from objectives.recipe import Recipe  # noqa: E402
-from objectives.train import Trainer, prepare_data  # noqa: E402
+from objectives.prepare import prepare_data  # noqa: E402
+from objectives.train import Trainer  # noqa: E402
 
 
 class PilCifar(Dataset):

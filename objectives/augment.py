@@ -3,14 +3,19 @@
 Every function takes a float batch N x C x H x W and a torch.Generator on the
 same device, and draws one random value per image: no per-image Python, no
 DataLoader workers. (torchvision.transforms.v2 applies one draw to a whole
-batch tensor, which is why these few lines are written here.)
+batch tensor, which is why these few lines are written here.) `train_batch` applies a
+recipe's augmentations in their order.
 """
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 
 def _uniform(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -70,3 +75,15 @@ def mixup(x: torch.Tensor, targets: torch.Tensor, lam: float, gen: torch.Generat
     draw per batch, as in Zhang et al., 2018). `targets` are class probabilities (N x classes)."""
     perm = torch.randperm(x.shape[0], generator=gen, device=x.device)
     return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
+
+
+def train_batch(images: torch.Tensor, recipe: "Recipe", normalize: Callable[[torch.Tensor], torch.Tensor],
+                gen: torch.Generator) -> torch.Tensor:
+    """uint8 images -> the float batch a training step sees: crop, flip and rotate the pixels,
+    normalise, then cut out (after normalising, so the square becomes the mean colour)."""
+    x = images.float().div_(255)
+    x = random_crop(x, recipe.crop_padding, recipe.padding_mode, gen)
+    if recipe.flip:
+        x = random_flip(x, gen)
+    x = random_rotate(x, recipe.rotation_degrees, gen)
+    return cutout(normalize(x), recipe.cutout, gen)

@@ -1,5 +1,8 @@
-"""The model file: one dict that `torch.load(path, weights_only=True)` reads with plain
-PyTorch (tensors, strings, numbers, lists and dicts only: no pickled code).
+"""The two files a run writes, each one dict that `torch.load(path, weights_only=True)` reads
+with plain PyTorch (tensors, strings, numbers, lists and dicts only: no pickled code), and
+each saying what it is, as nanoGPT's checkpoints do.
+
+The model file (`search export-best`, a trial's `model.pt`):
 
     {"format": "resnet-search/model-v1",
      "architecture": {...ArchConfig...}, "recipe": {...Recipe...},
@@ -9,6 +12,15 @@ PyTorch (tensors, strings, numbers, lists and dicts only: no pickled code).
      "state_dict": {...}}
 
 `load_model` rebuilds the network from it.
+
+The resume checkpoint (a trial's `resume-epochN.pt`, written after each epoch):
+
+    {"format": "resnet-search/resume-v1",
+     "architecture": {...}, "recipe": {...},          # the run it continues
+     "epoch": ..., "history": [...], "model": ..., "optimizer": ..., "scheduler": ..., "ema": ...,
+     "best_epoch": ..., "best_val_acc": ..., "best_state": ..., random-generator states}
+
+`check_resume` refuses one of another format or of another run: the caller starts over.
 """
 from __future__ import annotations
 
@@ -21,8 +33,10 @@ from .architecture import ArchConfig
 from .checks import number
 from .counting import count_macs, count_params
 from .model import ResNet, build
+from .recipe import Recipe
 
 FORMAT = "resnet-search/model-v1"
+RESUME_FORMAT = "resnet-search/resume-v1"
 
 
 def model_file(arch: ArchConfig, recipe: dict[str, Any], state_dict: dict[str, torch.Tensor],
@@ -89,3 +103,24 @@ def load_model(path_or_dict: str | os.PathLike | dict[str, Any], device: str = "
         detail = " ".join(str(e).split())
         raise ValueError(f"{where}: the weights do not match the architecture ({detail[:300]})") from None
     return model.to(device).eval(), data
+
+
+def resume_file(arch: ArchConfig, recipe: Recipe, state: dict[str, Any]) -> dict[str, Any]:
+    """A resume checkpoint: the trainer's `state` labelled with its format and the run it belongs to."""
+    return {"format": RESUME_FORMAT, "architecture": arch.to_dict(), "recipe": recipe.to_dict(), **state}
+
+
+def check_resume(ckpt: Any, arch: ArchConfig, recipe: Recipe) -> None:
+    """A ValueError unless `ckpt` is a resume checkpoint of this architecture and recipe. Loading
+    another run's state would fail halfway or, worse, load (same shapes, other activation or
+    schedule) and silently continue someone else's training. Checkpoints of older versions
+    carry no format: they are refused too, and the trial starts over."""
+    found = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if found != RESUME_FORMAT:
+        raise ValueError(f"not a {RESUME_FORMAT} checkpoint (format {found!r}: another version wrote it)")
+    for what, stored, expected in (("architecture", ArchConfig.from_dict(ckpt["architecture"]), arch),
+                                   ("recipe", Recipe.from_dict(ckpt["recipe"]), recipe)):
+        if stored != expected:
+            have, want = stored.to_dict(), expected.to_dict()
+            differ = [k for k in want if have.get(k) != want[k]]
+            raise ValueError(f"the resume checkpoint is of another {what} (differs in {', '.join(differ)})")

@@ -133,25 +133,3 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, download_missing: bo
         folder = ensure_cifar10(root)
     return Cifar10(_read_split(folder, TRAIN_FILES), _read_split(folder, TEST_FILES), folder)
 
-
-def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train_index, val_index): `val_size` images held out with class proportions kept.
-
-    Each class gives its share (largest remainders settle rounding); which images go
-    is a seeded numpy PCG64 permutation, stable across platforms and versions.
-    Both index tensors are sorted, so the split is reproducible byte for byte.
-    """
-    labels_np = labels.numpy()
-    n = len(labels_np)
-    if not 0 <= val_size < n:
-        raise ValueError(f"val_size: must be in [0, {n - 1}] for {n} training images, got {val_size}")
-    classes, counts = np.unique(labels_np, return_counts=True)
-    exact = counts * val_size / n
-    take = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - take), kind="stable")[: val_size - take.sum()]:
-        take[i] += 1
-    rng = np.random.default_rng(seed)
-    val = np.concatenate([rng.permutation(np.flatnonzero(labels_np == c))[:k] for c, k in zip(classes, take)])
-    val = np.sort(val)
-    train = np.setdiff1d(np.arange(n), val)
-    return torch.from_numpy(train), torch.from_numpy(val)

@@ -1,8 +1,11 @@
 """Train one architecture with one recipe, fast on a GPU and identical in logic on a CPU.
 
-Reads top to bottom in pipeline order: data on the device -> model and optimiser
--> one epoch (shuffle, augment, step) -> evaluation -> the loop with its report
-hook and fault handling. Speed choices are explained where they are made.
+Reads top to bottom in pipeline order: the recipe's optimizer -> the Trainer (model, data
+on the device, schedule) -> one epoch (shuffle, augment, step) -> the loop (validation,
+report hook, fault handling) -> resuming mid-run -> the result. Data preparation is in
+prepare.py, evaluation in inference.py (the one `search evaluate` runs too), the optimizers
+in optimizers.py, the checkpoint's format in checkpoint.py. Speed choices are explained
+where they are made.
 """
 from __future__ import annotations
 
@@ -21,9 +24,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import augment
 from .architecture import ArchConfig
-from .data import Cifar10, Split, stratified_split
+from .checkpoint import check_resume, resume_file
+from .data import Split
+from .inference import Classifier, autocast, evaluate
 from .model import build
 from .optimizers import get_optimizer
+from .prepare import TrainData
 from .recipe import Recipe
 from .schedule import lr_factor
 
@@ -31,96 +37,7 @@ OnEpoch = Callable[[int, dict[str, Any]], "bool | None"]
 NAN_CHECK_EVERY = 25  # steps between checks of the running loss (each check waits for the GPU)
 
 
-# ---- data --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TrainData:
-    """The images a trial trains and validates on, and the normalisation taken from its train split."""
-    train: Split
-    val: Split
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def to(self, device: str | torch.device) -> "TrainData":
-        """The same data on `device`: a worker moves it once, and every trial's Trainer
-        then finds it there (its own .to() is a no-op)."""
-        move = lambda s: Split(s.images.to(device), s.labels.to(device))  # noqa: E731
-        return TrainData(move(self.train), move(self.val), self.mean, self.std)
-
-
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    x = images.double().div_(255)
-    return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).tolist())
-
-
-def prepare_data(cifar: Cifar10, val_size: int = 5_000, seed: int = 0,
-                 train_limit: int | None = None) -> TrainData:
-    """Hold out a stratified, seeded validation split; optionally keep only the first
-    `train_limit` training images (small smoke studies)."""
-    train_idx, val_idx = stratified_split(cifar.train.labels, val_size, seed)
-    if train_limit is not None:
-        train_idx = train_idx[:train_limit]
-    train = cifar.train.subset(train_idx)
-    mean, std = channel_stats(train.images)
-    return TrainData(train, cifar.train.subset(val_idx), mean, std)
-
-
-def normalize(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (images_uint8.float().div_(255) - mean) / std
-
-
-# ---- evaluation -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class EvalResult:
-    accuracy: float
-    loss: float
-    predictions: torch.Tensor  # int64 on the CPU, one class per image
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, mean, std, device: str | torch.device = "cpu",
-             tta: bool = False, batch_size: int = 1024,
-             advance: Callable[[int], None] | None = None) -> EvalResult:
-    """Accuracy and mean cross-entropy of `model` on `split`; with `tta`, logits are
-    averaged over each image and its mirror. `advance(n)` is told each batch's size (progress)."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    preds = []
-    for i in range(0, len(split), batch_size):
-        x = normalize(split.images[i:i + batch_size].to(device, non_blocking=True), mean_t, std_t)
-        y = split.labels[i:i + batch_size].to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        preds.append(logits.argmax(1))
-        if advance is not None:
-            advance(len(y))
-    model.train(was_training)
-    pred = torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.long)
-    n = max(1, len(split))
-    return EvalResult(float((pred == split.labels.cpu()).sum()) / n, float(loss_sum) / n, pred)
-
-
-def default_device() -> str:
-    """Where evaluation and prediction run: the GPU when there is one."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _autocast(device: torch.device):
-    # bf16 on CUDA: tensor-core speed without fp16's loss scaling; CPU stays fp32.
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-
-
-# ---- model and optimiser ----------------------------------------------------------------
+# ---- the recipe's optimizer -------------------------------------------------------------
 
 def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
     decay, no_decay = [], []
@@ -129,7 +46,7 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> to
         (no_decay if p.ndim <= 1 and not recipe.decay_bn_and_bias else decay).append(p)
     groups = [g for g in ({"params": decay, "weight_decay": recipe.weight_decay},
                           {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    fused = device.type == "cuda"
+    fused = device.type == "cuda"  # one kernel for all tensors where the optimizer has one
     return get_optimizer(recipe.optimizer).make(groups, recipe.lr, recipe.momentum, fused)
 
 
@@ -141,21 +58,6 @@ class NonFiniteLoss(RuntimeError):
 
 class Interrupted(RuntimeError):
     """`should_stop()` turned true mid-epoch (the worker was asked to stop)."""
-
-
-@dataclass
-class TrainResult:
-    status: str                      # completed | stopped (on_epoch asked) | interrupted | diverged | oom
-    reason: str
-    epochs_run: int
-    history: list[dict[str, Any]]
-    best_epoch: int | None
-    best_val_acc: float
-    best_state: dict[str, torch.Tensor] | None = field(repr=False)  # CPU copy of the evaluated weights
-
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.history[-1] if self.history else {}
 
 
 class Trainer:
@@ -179,8 +81,9 @@ class Trainer:
         self.train_images = data.train.images.to(self.device)
         self.train_labels = data.train.labels.to(self.device)
         self.val = Split(data.val.images.to(self.device), data.val.labels.to(self.device))
-        self.mean = torch.tensor(data.mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(data.std, device=self.device).view(1, 3, 1, 1)
+        # What validation runs: the evaluated weights with the train split's normalisation,
+        # whose Normalize also feeds the training batches.
+        self.classifier = Classifier(self.eval_model, data.mean, data.std).to(self.device)
         n = len(data.train)
         if n == 0:
             raise ValueError("training split is empty")
@@ -199,16 +102,6 @@ class Trainer:
         self.should_stop: Callable[[], bool] = lambda: False
 
     # -- one epoch --
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        r, g = self.recipe, self.gen
-        x = x.float().div_(255)
-        x = augment.random_crop(x, r.crop_padding, r.padding_mode, g)
-        if r.flip:
-            x = augment.random_flip(x, g)
-        x = augment.random_rotate(x, r.rotation_degrees, g)
-        x = (x - self.mean) / self.std
-        return augment.cutout(x, r.cutout, g)  # after normalising: the square becomes the mean colour
-
     def train_epoch(self) -> dict[str, float]:
         r, model = self.recipe, self.model
         model.train()
@@ -217,13 +110,14 @@ class Trainer:
         correct = torch.zeros((), device=self.device)
         for step in range(self.steps_per_epoch):
             idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
-            x, y = self._augment(self.train_images[idx]), self.train_labels[idx]
+            x = augment.train_batch(self.train_images[idx], r, self.classifier.normalize, self.gen)
+            y = self.train_labels[idx]
             targets = F.one_hot(y, self.arch.num_classes).float()
             if r.mixup_alpha > 0:
                 x, targets = augment.mixup(x, targets, float(self.np_rng.beta(r.mixup_alpha, r.mixup_alpha)), self.gen)
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(self.device):
+            with autocast(self.device):
                 logits = self.forward(x)
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=r.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
@@ -267,8 +161,7 @@ class Trainer:
                 train_seconds = time.perf_counter() - t0
                 # Without a validation split (a final run on all training images) the latest
                 # epoch is the best one known: its weights are kept, and val_acc is None.
-                ev = evaluate(self.eval_model, self.val, self.data.mean, self.data.std, self.device,
-                              tta=self.recipe.tta_flip) if len(self.val) else None
+                ev = evaluate(self.classifier, self.val, self.device, tta=self.recipe.tta_flip) if len(self.val) else None
                 self.epoch += 1
                 is_best = ev is None or ev.accuracy > self.best_val_acc
                 if is_best:
@@ -295,7 +188,7 @@ class Trainer:
 
     def release(self) -> None:
         """Drop every device tensor this run holds and return the memory to the device."""
-        self.model = self.forward = self.ema = self.optimizer = self.scheduler = None
+        self.model = self.forward = self.ema = self.classifier = self.optimizer = self.scheduler = None
         self.train_images = self.train_labels = self.val = None
         gc.collect()
         if self.device.type == "cuda":
@@ -303,8 +196,9 @@ class Trainer:
 
     # -- resuming --
     def checkpoint(self) -> dict[str, Any]:
-        """Everything to resume after `self.epoch` epochs; loads with torch.load(weights_only=True)."""
-        return {
+        """Everything to resume after `self.epoch` epochs, labelled with its format and this run's
+        architecture and recipe (objectives/checkpoint.py); loads with torch.load(weights_only=True)."""
+        return resume_file(self.arch, self.recipe, {
             "epoch": self.epoch, "history": copy.deepcopy(self.history),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -312,9 +206,12 @@ class Trainer:
             "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc, "best_state": self.best_state,
             "generator": self.gen.get_state(), "np_rng": self.np_rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
-        }
+        })
 
     def load_checkpoint(self, ckpt: dict[str, Any]) -> None:
+        """Continue from `ckpt`; a ValueError, before anything is loaded, when it is not a resume
+        checkpoint of this architecture and recipe."""
+        check_resume(ckpt, self.arch, self.recipe)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -325,6 +222,23 @@ class Trainer:
         self.gen.set_state(ckpt["generator"])
         self.np_rng.bit_generator.state = ckpt["np_rng"]
         torch.set_rng_state(ckpt["torch_rng"])
+
+
+# ---- the result ---------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    status: str                      # completed | stopped (on_epoch asked) | interrupted | diverged | oom
+    reason: str
+    epochs_run: int
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    best_val_acc: float
+    best_state: dict[str, torch.Tensor] | None = field(repr=False)  # CPU copy of the evaluated weights
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
 
 
 def train(arch: ArchConfig, recipe: Recipe, data: TrainData, device: str | torch.device = "cpu",

@@ -285,7 +285,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 def cmd_export_best(args: argparse.Namespace) -> int:
     storage = _storage(args)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
-    from search.export import export_best, export_onnx, export_torchscript, test_accuracy
+    from search.export import export_best, test_accuracy
     chosen, how = None, None
     if args.final:
         if args.max_params or args.max_macs:
@@ -301,18 +301,11 @@ def cmd_export_best(args: argparse.Namespace) -> int:
             if chosen is None:
                 limits = " and ".join(f"{v:,} {k}" for k, v in (("params", args.max_params), ("MACs", args.max_macs)) if v)
                 raise ValueError(f"study {args.study!r} has no completed trial within {limits}")
-    checkpoint = args.out if args.format == "checkpoint" else str(Path(args.out).with_suffix(".pt"))
-    if checkpoint == args.out and args.format != "checkpoint":
-        checkpoint = args.out + ".checkpoint.pt"
-    data = export_best(study, args.artifacts, checkpoint, chosen)
-    if args.format == "torchscript":
-        export_torchscript(data, args.out)
-    elif args.format == "onnx":
-        export_onnx(data, args.out)
+    data, checkpoint = export_best(study, args.artifacts, args.out, args.format, chosen)
     m = data["metrics"]
     val = f"val_acc {m['val_acc']:.4f}" if m.get("val_acc") is not None else "no validation split"
-    print(f"exported trial {data['trial']} of {data['study']}: {val}, "
-          f"{m['params']:,} params -> {args.out}" + (f" ({args.format}; checkpoint {checkpoint})" if checkpoint != args.out else ""))
+    print(f"exported trial {data['trial']} of {data['study']}: {val}, {m['params']:,} params -> {args.out}"
+          + (f" ({args.format}; checkpoint {checkpoint})" if checkpoint != Path(args.out) else ""))
     if "final" in data:
         f = data["final"]
         print(f"  final run of trial {f['source_trial']} of {f['source_study']} (search rank {f['search_rank']}), seed "
@@ -548,10 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy (default: off)")
     s.add_argument("--data-dir", help="CIFAR-10 folder for --evaluate (default: $SEARCH_DATA_DIR, else ./data)")
-    s.add_argument("--format", choices=("checkpoint", "torchscript", "onnx"), default="checkpoint",
-                   help="checkpoint: torch.load(FILE, weights_only=True) dict; torchscript/onnx: a graph that runs "
-                        "without this package, input float32 N x 3 x 32 x 32 pixels in [0, 1], output logits "
-                        "(the checkpoint is written beside it as .pt) (default checkpoint)")
+    from search.export import DEFAULT_FORMAT, EXPORT_FORMATS, format_help  # no heavy imports: see its docstring
+    s.add_argument("--format", choices=tuple(EXPORT_FORMATS), default=DEFAULT_FORMAT, help=format_help())
     s.add_argument("--final", action="store_true",
                    help="export the best finalized model (of STUDY.final, or of STUDY when it is a finalize study) "
                         "(default: off)")

@@ -5,20 +5,18 @@ from typing import Any
 
 import torch
 
-from objectives.checkpoint import load_model
 from objectives.data import CLASSES, load_cifar10
-from objectives.train import default_device, evaluate
+from objectives.inference import default_device, evaluate, load_classifier
 
 from .progress import progress
 
 
 def evaluate_file(path: str, data_dir: str | None, tta: bool) -> dict[str, Any]:
     device = default_device()
-    model, info = load_model(path, device)
+    classifier, info = load_classifier(path, device)
     test = load_cifar10(data_dir).test
-    norm = info["normalization"]
     with progress(len(test), "evaluating on the test set") as advance:
-        result = evaluate(model, test, norm["mean"], norm["std"], device, tta=tta, advance=advance)
+        result = evaluate(classifier, test, device, tta=tta, advance=advance)
     n = len(CLASSES)
     confusion = torch.zeros(n, n, dtype=torch.long)
     confusion.index_put_((test.labels, result.predictions), torch.ones_like(test.labels), accumulate=True)

@@ -26,7 +26,7 @@ from objectives.data import Split
 from objectives.model import build
 from objectives.recipe import Recipe
 from objectives.space import arch_to_params
-from objectives.train import evaluate
+from objectives.inference import Classifier, evaluate
 
 from .definition import StudyDefinition, StudyNotFound, create_study, load_study
 from .objective import FIXED_RECIPE_ATTR, SEED_ATTR, Objective
@@ -147,7 +147,8 @@ class FinalObjective(Objective):
         recipe = Recipe.from_dict(trial.user_attrs[FIXED_RECIPE_ATTR])
         model = build(arch).to(self.device)
         model.load_state_dict(result.best_state)
-        ev = evaluate(model, self.test, self.data.mean, self.data.std, self.device, tta=recipe.tta_flip)
+        ev = evaluate(Classifier(model, self.data.mean, self.data.std).to(self.device), self.test, self.device,
+                      tta=recipe.tta_flip)
         self._test_acc = ev.accuracy
         val_acc = result.best_val_acc if len(self.data.val) else None
         trial.set_user_attr("test_acc", ev.accuracy)

@@ -21,7 +21,8 @@ from objectives import count_macs, count_params
 from objectives.checkpoint import model_file
 from objectives.recipe import Recipe, sample_recipe
 from objectives.space import sample_arch
-from objectives.train import TrainData, Trainer
+from objectives.prepare import TrainData
+from objectives.train import Trainer
 from storage.artifacts import download_torch, remove_artifact, upload_torch
 
 from .definition import StudyDefinition

@@ -18,10 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from objectives.checkpoint import load_model
-from objectives.data import Split
+from objectives.inference import default_device, load_classifier, predict
 from objectives.safe_pickle import BadPickle, UnsafePickleError, load_dict
-from objectives.train import default_device, evaluate
 
 from .progress import progress
 
@@ -110,12 +108,9 @@ def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool = False
     if target.is_dir() or not os.access(target.parent, os.W_OK):
         raise ValueError(f"{out}: cannot write the CSV ({'a directory' if target.is_dir() else 'folder not writable'})")
     device = default_device()
-    model, info = load_model(model_path, device)
-    norm = info["normalization"]
-    dummy = torch.zeros(len(ids), dtype=torch.long)
+    classifier, _ = load_classifier(model_path, device)
     with progress(len(ids), "predicting") as advance:
-        predictions = evaluate(model, Split(images, dummy), norm["mean"], norm["std"], device, tta=tta,
-                               advance=advance).predictions
+        predictions = predict(classifier, images, device, tta=tta, advance=advance)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["ID", "Labels"])

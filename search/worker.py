@@ -22,7 +22,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from objectives.data import load_cifar10
-from objectives.train import prepare_data
+from objectives.prepare import prepare_data
 from storage.artifacts import open_artifact_store
 from storage.database import make_storage, quiet_optuna
 from storage.errors import transient_database_error

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from objectives import data as data_mod
-from objectives.data import DataError, load_cifar10, resolve_data_dir, stratified_split
+from objectives.data import DataError, load_cifar10, resolve_data_dir
+from objectives.prepare import stratified_split
 
 
 def test_full_rebuilt_set(cifar_full):

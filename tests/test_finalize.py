@@ -111,13 +111,11 @@ def test_finalize_trains_k_by_n_runs_resumes_a_killed_one_and_exports(env, tmp_p
     search("export-best", "--study", "s", "--storage", url, "--final", "--out", str(path), env=env)
     check = textwrap.dedent(f"""
         import json, torch
-        from objectives.checkpoint import load_model
         from objectives.data import load_cifar10
-        from objectives.train import evaluate
+        from objectives.inference import evaluate, load_classifier
         data = torch.load({str(path)!r}, weights_only=True)
-        model, info = load_model(data)
-        acc = evaluate(model, load_cifar10().test, info["normalization"]["mean"], info["normalization"]["std"],
-                       tta=info["recipe"]["tta_flip"]).accuracy
+        model, info = load_classifier(data)
+        acc = evaluate(model, load_cifar10().test, tta=info["recipe"]["tta_flip"]).accuracy
         print(json.dumps({{"acc": acc, "final": info["final"], "study": info["study"], "trial": info["trial"],
                           "test_acc": info["metrics"]["test_acc"]}}))
     """)
@@ -185,7 +183,8 @@ def test_fixed_recipe_and_seed_train_as_given_and_are_never_pruned(cifar_small, 
     from objectives.data import load_cifar10
     from objectives.recipe import Recipe
     from objectives.space import SearchSpace, arch_to_params
-    from objectives.train import prepare_data, train
+    from objectives.prepare import prepare_data
+    from objectives.train import train
     from search.definition import StudyDefinition
     from search.objective import Objective
     from storage.artifacts import open_artifact_store
@@ -213,7 +212,8 @@ def test_training_without_validation_keeps_the_last_epoch(cifar_small):
     from objectives import ArchConfig, StageConfig
     from objectives.data import load_cifar10
     from objectives.recipe import Recipe
-    from objectives.train import Trainer, prepare_data
+    from objectives.prepare import prepare_data
+    from objectives.train import Trainer
 
     data = prepare_data(load_cifar10(cifar_small, download_missing=False), 0, 0, train_limit=256)
     assert len(data.val) == 0 and len(data.train) == 256

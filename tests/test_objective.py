@@ -9,7 +9,7 @@ import search.objective as objective_mod
 from objectives import ArchConfig, StageConfig
 from objectives.data import load_cifar10
 from objectives.recipe import Recipe
-from objectives.train import prepare_data
+from objectives.prepare import prepare_data
 from search.definition import StudyDefinition
 from search.objective import BUDGET_CONSTRAINT, Objective
 from storage.artifacts import open_artifact_store

@@ -59,13 +59,12 @@ def test_two_workers_prune_export_and_optuna_cli(storage_url, env, tmp_path):
     check = textwrap.dedent(f"""
         import torch
         data = torch.load({str(out)!r}, weights_only=True)
-        from objectives.checkpoint import load_model
         from objectives.data import load_cifar10
-        from objectives.train import prepare_data, evaluate
-        model, info = load_model(data)
+        from objectives.inference import evaluate, load_classifier
+        from objectives.prepare import prepare_data
+        model, info = load_classifier(data)
         split = prepare_data(load_cifar10(), info["data"]["val_size"], info["data"]["seed"], info["data"]["train_limit"])
-        acc = evaluate(model, split.val, info["normalization"]["mean"], info["normalization"]["std"],
-                       tta=info["recipe"]["tta_flip"]).accuracy
+        acc = evaluate(model, split.val, tta=info["recipe"]["tta_flip"]).accuracy
         print(repr(acc), info["trial"], info["study"])
     """)
     fresh = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120, check=True)

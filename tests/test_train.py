@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import re
 
 import optuna
 import pytest
@@ -13,7 +14,9 @@ from objectives import ArchConfig, StageConfig, build
 from objectives.data import load_cifar10
 from objectives.recipe import OPTIMIZERS, SCHEDULES, Recipe, RecipeSpace, sample_recipe
 from objectives.schedule import lr_factor
-from objectives.train import Trainer, evaluate, prepare_data, train
+from objectives.inference import Classifier, evaluate
+from objectives.prepare import prepare_data
+from objectives.train import Trainer, train
 
 TINY = ArchConfig(stages=(StageConfig(1, 32), StageConfig(1, 64)), pool_kernel=4)   # 87,466 parameters
 QUICK = Recipe(epochs=1, batch_size=64, crop_padding=2, cutout=4, tta_flip=False)
@@ -53,7 +56,7 @@ def test_on_epoch_gets_metrics_and_can_stop(mini):
     assert result.best_state is not None and result.best_epoch in (1, 2)
     model = build(TINY)
     model.load_state_dict(result.best_state)
-    assert evaluate(model, mini.val, mini.mean, mini.std).accuracy == pytest.approx(result.best_val_acc)
+    assert evaluate(Classifier(model, mini.mean, mini.std), mini.val).accuracy == pytest.approx(result.best_val_acc)
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
@@ -172,9 +175,30 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(mini):
     assert all(torch.equal(result.best_state[k], straight.best_state[k]) for k in straight.best_state)
 
 
+def test_resume_checkpoint_of_another_run_is_refused_before_anything_loads(mini):
+    buf = io.BytesIO()
+    torch.save(Trainer(TINY, QUICK, mini, seed=1).checkpoint(), buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)  # as the objective reads it back
+    assert ckpt["format"] == "resnet-search/resume-v1" and ckpt["recipe"] == QUICK.to_dict()
+    # Same weight shapes, other activation: without the check this would load and train on silently.
+    other_arch = dataclasses.replace(TINY, activation="silu")
+    for arch, recipe, message in [(other_arch, QUICK, "another architecture (differs in activation)"),
+                                  (TINY, dataclasses.replace(QUICK, lr=QUICK.lr / 2), "another recipe (differs in lr)")]:
+        fresh = Trainer(arch, recipe, mini, seed=2)
+        before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
+        with pytest.raises(ValueError, match=re.escape(message)):
+            fresh.load_checkpoint(ckpt)
+        assert fresh.epoch == 0 and all(torch.equal(before[k], v) for k, v in fresh.model.state_dict().items())
+    # A checkpoint of an older version (no format) is refused too: the trial starts over.
+    old = {k: v for k, v in ckpt.items() if k not in ("format", "architecture", "recipe")}
+    with pytest.raises(ValueError, match="not a resnet-search/resume-v1 checkpoint"):
+        Trainer(TINY, QUICK, mini).load_checkpoint(old)
+
+
 def test_flip_tta_averages_logits_of_image_and_mirror(mini):
     model = build(TINY).eval()
-    ev = evaluate(model, mini.val, mini.mean, mini.std, tta=True)
+    ev = evaluate(Classifier(model, mini.mean, mini.std), mini.val, tta=True)
     x = (mini.val.images.float() / 255 - torch.tensor(mini.mean).view(1, 3, 1, 1)) / torch.tensor(mini.std).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = ((model(x) + model(x.flip(3))) / 2).argmax(1)

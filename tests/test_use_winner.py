@@ -20,8 +20,11 @@ from objectives import ArchConfig, StageConfig
 from objectives.checkpoint import load_model, model_file
 from objectives.data import load_cifar10
 from objectives.recipe import Recipe
-from objectives.train import evaluate, prepare_data, train
+from objectives.inference import evaluate, load_classifier
+from objectives.prepare import prepare_data
+from objectives.train import train
 from tests.helpers import VARIED_SPACE, one_line_error, search, space_file
+
 BIN = Path(sys.executable).parent
 
 
@@ -45,9 +48,8 @@ def env(cifar_small):
 
 def test_evaluate_reports_accuracy_per_class_and_confusion(trained, cifar_small, env):
     out = json.loads(search("evaluate", str(trained), "--json", env=env).stdout)
-    model, info = load_model(trained)
     test = load_cifar10(cifar_small).test
-    expected = evaluate(model, test, info["normalization"]["mean"], info["normalization"]["std"])
+    expected = evaluate(load_classifier(trained)[0], test)
     confusion = np.array(out["confusion_matrix"])
     assert out["accuracy"] == expected.accuracy and out["images"] == 200
     assert confusion.sum() == 200 and (confusion.sum(1) == 20).all()
@@ -168,6 +170,30 @@ def test_portable_exports_match_the_pytorch_model(small_study, cifar_small, tmp_
     with torch.no_grad():
         expected = model((images - torch.tensor(norm["mean"]).view(1, 3, 1, 1)) / torch.tensor(norm["std"]).view(1, 3, 1, 1))
     assert np.allclose(np.load(tmp_path / "y.npy"), expected.numpy(), atol=atol)
+
+
+def test_an_export_format_is_one_registry_entry(small_study, tmp_path, monkeypatch, capsys):
+    from search import cli, export
+    root, env = small_study
+    for name in ("SEARCH_STORAGE", "SEARCH_ARTIFACTS"):
+        monkeypatch.setenv(name, env[name])
+    # A new format: its writer and one entry, nothing else; the CLI offers and dispatches it.
+    monkeypatch.setitem(export.EXPORT_FORMATS, "weights", export.ExportFormat(
+        lambda data, out: torch.save(data["state_dict"], out), ".sd", "the bare state_dict"))
+    monkeypatch.setitem(export.EXPORT_FORMATS, "needs-extra", export.ExportFormat(
+        lambda data, out: None, ".x", "a format whose extra is missing", "nothing", ("no_such_module_here",)))
+    out = tmp_path / "best.sd"
+    assert cli.main(["export-best", "--study", "winner", "--out", str(out), "--format", "weights"]) == 0
+    model, info = load_model(out.with_suffix(".pt"))  # the model file beside it, as for every graph
+    weights = torch.load(out, weights_only=True)
+    assert weights.keys() == model.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    assert "-> " + str(out) + " (weights; checkpoint" in capsys.readouterr().out
+    # A format whose extra is not installed: one line saying which, and nothing written.
+    missing = tmp_path / "m.x"
+    assert cli.main(["export-best", "--study", "winner", "--out", str(missing), "--format", "needs-extra"]) == 1
+    assert "needs the nothing extra: pip install 'resnet-search[nothing]'" in capsys.readouterr().err
+    assert not missing.exists() and not missing.with_suffix(".pt").exists()
 
 
 def test_report_has_plots_and_names_the_best_trial(small_study, tmp_path):

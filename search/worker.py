@@ -1,7 +1,7 @@
 """Workers: one process per GPU slot, each pulling trials from the shared study.
 
-`run_worker` is the parent: it starts one child process per slot (CUDA_VISIBLE_DEVICES
-set per child) and forwards SIGTERM/SIGINT to them. `run_slot` is one child: it loads
+`run_worker` is the parent: it starts one child process per slot (search/slot.py, with
+CUDA_VISIBLE_DEVICES set per child) and forwards SIGTERM/SIGINT to them. `run_slot` is one child: it loads
 the study and the data once, then runs trials until the study reaches its target, the
 timeout passes, or it is asked to stop. A stop request interrupts the current trial,
 which is failed and re-queued so the next worker resumes it from its last checkpoint.

@@ -1,4 +1,4 @@
-"""Options declared once, as dataclass fields: `flag` gives a field its help text and argparse
+"""Options declared once, as dataclass fields: `option` gives a field its help text and argparse
 arguments, `add_flags` turns the fields into `--NAME` options, and `to_json`/`from_json` carry
 a built object to another process (a worker's slots) without writing it back as flags.
 
@@ -14,14 +14,14 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def flag(help: str, default: Any = None, **argparse_kwargs: Any) -> Any:
+def option(help: str, default: Any = None, **argparse_kwargs: Any) -> Any:
     """A dataclass field that is also the command-line option `--NAME` (underscores as dashes).
     `%(default)s` in `help` shows the field's default."""
     return field(default=default, metadata={"help": help, **argparse_kwargs})
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add an option for each of `cls`'s fields declared with `flag`, in field order."""
+    """Add an option for each of `cls`'s fields declared with `option`, in field order."""
     for f in fields(cls):
         if "help" in f.metadata:
             default = None if f.default is MISSING else f.default

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .options import flag, int_in, positive_int, seconds
+from .options import int_in, option, positive_int, seconds
 
 # ---- environment variables ----------------------------------------------------------------
 STORAGE_ENV = "SEARCH_STORAGE"
@@ -99,22 +99,25 @@ class WorkerOptions:
     study: str
     storage: str                       # the resolved URL
     db_wait: float = WORKER_DB_WAIT
-    data_dir: str | None = flag("CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data; downloaded if missing)")
-    artifacts: str | None = flag(ARTIFACTS_HELP)
-    gpus: str = flag("all, none (CPU), or a list like 0,1 (default %(default)s; CPU if none visible)", "all")
-    per_gpu: int = flag("worker processes per GPU (or CPU processes) (default %(default)s)", 1, type=positive_int)
-    n_trials: int | None = flag("stop once the study has this many trained trials, counted over all workers; stored "
-                                "in the study for `search status` (default: no limit)", type=positive_int)
-    timeout: float | None = flag("start no new trial after this many seconds (default: no limit)",
-                                 type=seconds(1, MAX_TIMEOUT), metavar="SEC")
-    heartbeat: int = flag(f"heartbeat interval, at most {MAX_HEARTBEAT} (default %(default)s)", DEFAULT_HEARTBEAT,
-                          type=int_in(1, MAX_HEARTBEAT), metavar="SEC")
-    grace: int = flag("a trial without heartbeat this long is failed and retried (default %(default)s)",
-                      DEFAULT_GRACE, type=int_in(2, MAX_GRACE), metavar="SEC")
-    compile: bool = flag("torch.compile each trial's model: faster steps after ~40 s of compiling per new "
-                         "architecture (measured on CPU), so it pays off only for long trials (default: off)",
-                         False, action="store_true")
-    quiet: bool = flag("print one line per trial, none per epoch (default: off)", False, action="store_true")
+    data_dir: str | None = option("CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data; downloaded if missing)")
+    artifacts: str | None = option(ARTIFACTS_HELP)
+    gpus: str = option("all, none (CPU), or a list like 0,1 (default %(default)s; CPU if none visible)", "all")
+    per_gpu: int = option("worker processes per GPU (or CPU processes) (default %(default)s)", 1, type=positive_int)
+    n_trials: int | None = option(
+        "stop once the study has this many trained trials, counted over all workers; stored in the study for "
+        "`search status` (default: no limit)", type=positive_int)
+    timeout: float | None = option(
+        "start no new trial after this many seconds (default: no limit)", type=seconds(1, MAX_TIMEOUT), metavar="SEC")
+    heartbeat: int = option(
+        f"heartbeat interval, at most {MAX_HEARTBEAT} (default %(default)s)", DEFAULT_HEARTBEAT,
+        type=int_in(1, MAX_HEARTBEAT), metavar="SEC")
+    grace: int = option(
+        "a trial without heartbeat this long is failed and retried (default %(default)s)", DEFAULT_GRACE,
+        type=int_in(2, MAX_GRACE), metavar="SEC")
+    compile: bool = option(
+        "torch.compile each trial's model: faster steps after ~40 s of compiling per new architecture (measured "
+        "on CPU), so it pays off only for long trials (default: off)", False, action="store_true")
+    quiet: bool = option("print one line per trial, none per epoch (default: off)", False, action="store_true")
 
     def __post_init__(self) -> None:
         if self.grace <= self.heartbeat:

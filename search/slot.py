@@ -12,6 +12,9 @@ from .settings import WORKER_OPTIONS_ENV, WorkerOptions
 
 
 def main(device: str) -> int:
+    if WORKER_OPTIONS_ENV not in os.environ:
+        print("search.slot: started by `search worker` only (see `search worker --help`)", file=sys.stderr)
+        return 2
     opts = from_json(WorkerOptions, os.environ.pop(WORKER_OPTIONS_ENV))
 
     def run() -> int:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 from search.options import add_flags, int_in, positive_int, seconds
-from search.settings import (ARTIFACTS_HELP, CIFAR10_TRAIN_IMAGES, DASHBOARD_PORT, DEFAULT_BUDGET, DEFAULT_SEED,
-                       DEFAULT_VAL_SIZE, INTERACTIVE_DB_WAIT, MAX_DB_WAIT, WAITING_COMMANDS, WORKER_DB_WAIT,
-                       WorkerOptions, debug, resolve)
+from search.settings import (ARTIFACTS_HELP, CIFAR10_TRAIN_IMAGES, DASHBOARD_PORT, DATA_DIR_DEFAULT, DEFAULT_BUDGET,
+                             DEFAULT_SEED, DEFAULT_VAL_SIZE, INTERACTIVE_DB_WAIT, MAX_DB_WAIT, STORAGE_DEFAULT,
+                             WAITING_COMMANDS, WORKER_DB_WAIT, WorkerOptions, debug, resolve)
 from search.strategies import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 
 
@@ -336,7 +336,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="study storage URL: postgresql+psycopg2://USER:PW@HOST/DB or sqlite:///FILE "
-                                     "(default: $SEARCH_STORAGE, else sqlite:///search.db here)")
+                                     f"(default: {STORAGE_DEFAULT} here)")
     p.add_argument("--db-wait", type=seconds(0, MAX_DB_WAIT), default=None, metavar="SEC",
                    help=f"wait this long for the database to accept connections (default: "
                         f"{', '.join(WAITING_COMMANDS[:-1])} and {WAITING_COMMANDS[-1]} {WORKER_DB_WAIT:g}, "
@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_arch)
 
     s = sub.add_parser("prepare-data", help="download (if missing) and validate CIFAR-10, once per data volume")
-    s.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data)")
+    s.add_argument("--data-dir", help=f"CIFAR-10 folder (default: {DATA_DIR_DEFAULT})")
     s.set_defaults(func=cmd_prepare_data)
 
     s = sub.add_parser("space", help="print the default search space (JSON) to edit and pass to --space")
@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy (default: off)")
-    s.add_argument("--data-dir", help="CIFAR-10 folder for --evaluate (default: $SEARCH_DATA_DIR, else ./data)")
+    s.add_argument("--data-dir", help=f"CIFAR-10 folder for --evaluate (default: {DATA_DIR_DEFAULT})")
     s.add_argument("--format", choices=("checkpoint", "torchscript", "onnx"), default="checkpoint",
                    help="checkpoint: torch.load(FILE, weights_only=True) dict; torchscript/onnx: a graph that runs "
                         "without this package, input float32 N x 3 x 32 x 32 pixels in [0, 1], output logits "
@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a model file")
     s.add_argument("file", help="a file written by `search export-best`")
-    s.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data)")
+    s.add_argument("--data-dir", help=f"CIFAR-10 folder (default: {DATA_DIR_DEFAULT})")
     s.add_argument("--tta", action="store_true",
                    help="average logits over each image and its mirror (default: off)")
     s.add_argument("--json", action="store_true", help="machine-readable output (default: text)")

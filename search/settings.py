@@ -46,9 +46,12 @@ MAX_TIMEOUT = 52 * MAX_DB_WAIT
 WAITING_COMMANDS = ("worker", "run", "create")
 DASHBOARD_PORT = 8080
 
+# How help texts say a default that a variable overrides.
+STORAGE_DEFAULT = f"${STORAGE_ENV}, else {DEFAULT_STORAGE}"
+DATA_DIR_DEFAULT = f"${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR}"
 ARTIFACTS_HELP = ("checkpoints: a directory or s3://BUCKET/PREFIX (S3 endpoint and credentials from the AWS "
-                  "variables, e.g. AWS_ENDPOINT_URL) (default: $SEARCH_ARTIFACTS, else where the study "
-                  "remembers, else ./artifacts)")
+                  f"variables, e.g. AWS_ENDPOINT_URL) (default: ${ARTIFACTS_ENV}, else where the study "
+                  f"remembers, else ./{DEFAULT_ARTIFACTS})")
 
 
 def storage_url(flag: str | None = None) -> str:
@@ -99,7 +102,7 @@ class WorkerOptions:
     study: str
     storage: str                       # the resolved URL
     db_wait: float = WORKER_DB_WAIT
-    data_dir: str | None = option("CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data; downloaded if missing)")
+    data_dir: str | None = option(f"CIFAR-10 folder (default: {DATA_DIR_DEFAULT}; downloaded if missing)")
     artifacts: str | None = option(ARTIFACTS_HELP)
     gpus: str = option("all, none (CPU), or a list like 0,1 (default %(default)s; CPU if none visible)", "all")
     per_gpu: int = option("worker processes per GPU (or CPU processes) (default %(default)s)", 1, type=positive_int)

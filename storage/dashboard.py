@@ -14,7 +14,7 @@ import sys
 
 import optuna
 
-from search.settings import DASHBOARD_PORT, WORKER_DB_WAIT, given_artifacts, storage_url
+from search.settings import DASHBOARD_PORT, STORAGE_DEFAULT, WORKER_DB_WAIT, given_artifacts, storage_url
 
 from .artifacts import LOCATION_ATTR, open_artifact_store
 from .database import make_storage, quiet_optuna
@@ -32,7 +32,7 @@ def remembered_location(storage) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m storage.dashboard", description=__doc__.split("\n\n")[0])
-    p.add_argument("--storage", help="study storage URL (default: $SEARCH_STORAGE, else sqlite:///search.db)")
+    p.add_argument("--storage", help=f"study storage URL (default: {STORAGE_DEFAULT})")
     p.add_argument("--artifacts", help="a directory or s3://BUCKET/PREFIX (default: see above)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: no authentication)")
     p.add_argument("--port", type=int, default=DASHBOARD_PORT)

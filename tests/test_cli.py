@@ -145,3 +145,6 @@ def test_help_shows_the_declared_defaults():
         assert text in " ".join(create.split()), text
     worker = " ".join(run("worker", "--help", check=True).stdout.split())
     assert f"(default {settings.DEFAULT_HEARTBEAT})" in worker and f"(default {settings.DEFAULT_GRACE})" in worker
+    for env, default in ((settings.STORAGE_ENV, settings.DEFAULT_STORAGE), (settings.DATA_DIR_ENV, settings.DEFAULT_DATA_DIR),
+                         (settings.ARTIFACTS_ENV, settings.DEFAULT_ARTIFACTS)):
+        assert f"${env}, else " in worker and default in worker, env

@@ -9,55 +9,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-DEFAULT_BUDGET = 5_000_000
-WORKER_DB_WAIT = 60.0       # workers ride out database restarts and outages this long
-INTERACTIVE_DB_WAIT = 3.0   # a person at a prompt wants an answer, not a minute of silence
-MAX_DB_WAIT = 7 * 86_400.0
-MAX_HEARTBEAT = 3_600       # longer beats make a dead worker's trial wait hours to be retried
-MAX_GRACE = 86_400
-CIFAR_TRAIN_IMAGES = 50_000
-ARTIFACTS_HELP = ("checkpoints: a directory or s3://BUCKET/PREFIX (S3 endpoint and credentials from the AWS "
-                  "variables, e.g. AWS_ENDPOINT_URL) (default: $SEARCH_ARTIFACTS, else where the study "
-                  "remembers, else ./artifacts)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace(",", "").replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _seconds(low: float, high: float, what: str = "seconds"):
-    """An argparse type: a finite number of seconds in [low, high] (NaN, inf and 0-as-"no limit" refused)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not (low <= value <= high):  # also false for NaN
-            raise argparse.ArgumentTypeError(f"must be {what} in [{low:,.0f}, {high:,.0f}], got {text}")
-        return value
-    return parse
-
-
-def _int_in(low: int, high: int):
-    def parse(text: str) -> int:
-        value = _positive_int(text) if low >= 1 else _int(text)
-        if not (low <= value <= high):
-            raise argparse.ArgumentTypeError(f"must be in [{low:,}, {high:,}], got {value:,}")
-        return value
-    return parse
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text.replace(",", "").replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+from search.options import add_flags, int_in, positive_int, seconds
+from search.settings import (ARTIFACTS_HELP, CIFAR10_TRAIN_IMAGES, DASHBOARD_PORT, DATA_DIR_DEFAULT, DEFAULT_BUDGET,
+                             DEFAULT_SEED, DEFAULT_VAL_SIZE, INTERACTIVE_DB_WAIT, MAX_DB_WAIT, STORAGE_DEFAULT,
+                             WAITING_COMMANDS, WORKER_DB_WAIT, WorkerOptions, debug, resolve)
+from search.strategies import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,19 +75,11 @@ def _read(path: str) -> str:
 
 def _storage(args: argparse.Namespace, heartbeat: bool = False):
     from storage.database import make_storage, quiet_optuna
-    from storage.urls import resolve_storage_url
     quiet_optuna()
-    url = resolve_storage_url(args.storage)
     if heartbeat:
-        return make_storage(url, heartbeat_interval=args.heartbeat, grace_period=args.grace, wait=_db_wait(args))
-    return make_storage(url, wait=_db_wait(args))
-
-
-def _db_wait(args: argparse.Namespace) -> float:
-    if args.db_wait is not None:
-        return args.db_wait
-    # create runs in start-up scripts (compose, Jobs) next to a database that may still be starting.
-    return WORKER_DB_WAIT if args.command in ("worker", "run", "create") else INTERACTIVE_DB_WAIT
+        return make_storage(args.storage, heartbeat_interval=args.heartbeat, grace_period=args.grace,
+                            wait=args.db_wait)
+    return make_storage(args.storage, wait=args.db_wait)
 
 
 def _definition(args: argparse.Namespace):
@@ -142,7 +90,7 @@ def _definition(args: argparse.Namespace):
         space = SearchSpace.from_json(_read(args.space))
     else:  # the default ranges, with batch sizes and EMA a short run can use (objectives/budget.py)
         from objectives.budget import fit_recipe_space
-        n_train = min(args.train_limit or CIFAR_TRAIN_IMAGES, CIFAR_TRAIN_IMAGES - args.val_size)
+        n_train = min(args.train_limit or CIFAR10_TRAIN_IMAGES, CIFAR10_TRAIN_IMAGES - args.val_size)
         default = SearchSpace().recipe
         space = SearchSpace(recipe=fit_recipe_space(default, n_train, args.epochs or default.epochs[1]))
     if args.epochs is not None:
@@ -155,7 +103,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     from search.definition import create_study
     definition = _definition(args)
     store = None
-    if args.artifacts or os.environ.get("SEARCH_ARTIFACTS"):  # checked before the study is made
+    if args.artifacts:  # flag or $SEARCH_ARTIFACTS (settings.resolve): checked before the study is made
         from storage.artifacts import location_of, open_artifact_store, remember_location
         store = open_artifact_store(args.artifacts)
     study = create_study(_storage(args), args.study, definition)
@@ -166,46 +114,24 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_options(args: argparse.Namespace):
-    from search.worker import WorkerOptions
-    from storage.urls import resolve_storage_url
-    if args.grace <= args.heartbeat:
-        # Otherwise a healthy worker's trial looks stale between two of its own heartbeats.
-        raise ValueError(f"--grace ({args.grace} s) must be greater than --heartbeat ({args.heartbeat} s); "
-                         f"three heartbeats is usual")
-    return WorkerOptions(study=args.study, storage_url=resolve_storage_url(args.storage), data_dir=args.data_dir,
-                         artifacts=args.artifacts, n_trials=args.n_trials, timeout=args.timeout,
-                         heartbeat=args.heartbeat, grace=args.grace, db_wait=_db_wait(args), compile=args.compile,
-                         quiet=args.quiet)
-
-
-def _child_args(opts) -> list[str]:
-    out = ["--study", opts.study, "--storage", opts.storage_url, "--heartbeat", str(opts.heartbeat),
-           "--grace", str(opts.grace), "--db-wait", str(opts.db_wait)]
-    if opts.compile:
-        out.append("--compile")
-    if opts.quiet:
-        out.append("--quiet")
-    for flag, value in (("--data-dir", opts.data_dir), ("--artifacts", opts.artifacts),
-                        ("--n-trials", opts.n_trials), ("--timeout", opts.timeout)):
-        if value is not None:
-            out += [flag, str(value)]
-    return out
+def _worker_options(args: argparse.Namespace) -> WorkerOptions:
+    """The worker's options; bad ones (a bad --gpus too) refused before anything is touched."""
+    opts = WorkerOptions.from_args(args)
+    if opts.gpus not in ("all", "none"):
+        from search.worker import slots
+        slots(opts.gpus, opts.per_gpu)
+    return opts
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from search.worker import run_slot, run_worker
+    from search.worker import run_worker
     opts = _worker_options(args)
-    if args.slot_device:  # a child started by a parent worker
-        return run_slot(opts, args.slot_device)
     import optuna
     from optuna.trial import TrialState
     from objectives.data import ensure_cifar10
     from search.definition import load_study
     from search.eta import say_if_target_reached
-    from search.worker import check_workable, slots
-    if args.gpus not in ("all", "none"):
-        slots(args.gpus, args.per_gpu)  # a bad --gpus: fail before touching the database
+    from search.worker import check_workable
     # unknown study, hopeless study, missing data: fail here, once, not in every child
     # Start-up reads go through the workers' retry too: a dropped connection is not fatal.
     from search.dbretry import DatabaseRetry
@@ -213,7 +139,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     storage = _storage(args, heartbeat=True)
     study, definition = db.call(load_study, storage, args.study)
     check_workable(definition)
-    ensure_cifar10(args.data_dir)
+    ensure_cifar10(opts.data_dir)
     if definition.final is not None:  # its queue is all there is: no queue, no work (Optuna would sample)
         db.call(optuna.storages.fail_stale_trials, study)  # a killed run's trial goes back to the queue first
     if definition.final is not None and not db.call(study.get_trials, deepcopy=False, states=(TrialState.WAITING,)):
@@ -222,16 +148,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if db.call(say_if_target_reached, study, args.n_trials, args.timeout):
         return 0
     storage.engine.dispose()  # the slot processes open their own; this one holds no connection
-    return run_worker(opts, args.gpus, args.per_gpu, _child_args(opts))
+    return run_worker(opts)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _worker_options(args)  # bad worker flags: refuse before the study is created
-    if args.gpus not in ("all", "none"):
-        from search.worker import slots
-        slots(args.gpus, args.per_gpu)
+    opts = _worker_options(args)  # bad worker flags: refuse before the study is created
     from objectives.data import ensure_cifar10
-    ensure_cifar10(args.data_dir)  # before the study exists: a failed first run leaves nothing behind
+    ensure_cifar10(opts.data_dir)  # before the study exists: a failed first run leaves nothing behind
     if not _is_final_study(args):  # a finalize study exists already, with its own definition
         cmd_create(args)
     return cmd_worker(args)
@@ -406,47 +329,37 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="study storage URL: postgresql+psycopg2://USER:PW@HOST/DB or sqlite:///FILE "
-                                     "(default: $SEARCH_STORAGE, else sqlite:///search.db here)")
-    p.add_argument("--db-wait", type=_seconds(0, MAX_DB_WAIT), default=None, metavar="SEC",
-                   help=f"wait this long for the database to accept connections (default: worker, run and "
-                        f"create {WORKER_DB_WAIT:g}, workers through outages too; other commands "
-                        f"{INTERACTIVE_DB_WAIT:g})")
+                                     f"(default: {STORAGE_DEFAULT} here)")
+    p.add_argument("--db-wait", type=seconds(0, MAX_DB_WAIT), default=None, metavar="SEC",
+                   help=f"wait this long for the database to accept connections (default: "
+                        f"{', '.join(WAITING_COMMANDS[:-1])} and {WAITING_COMMANDS[-1]} {WORKER_DB_WAIT:g}, "
+                        f"workers through outages too; other commands {INTERACTIVE_DB_WAIT:g})")
 
 
 def _add_create(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--budget", type=_positive_int, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
-    p.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the space's, 20)")
+    _add_budget(p)
+    p.add_argument("--epochs", type=positive_int, help="epochs per trial (default: the space's, 20)")
     p.add_argument("--space", metavar="FILE.json",
                    help="ranges to search; `search space` prints the default to start from")
-    p.add_argument("--val-size", type=_positive_int, default=5_000, help="validation images held out of train (default 5000)")
-    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="seed of the validation split and of training (default 0)")
-    p.add_argument("--train-limit", type=_positive_int,
+    p.add_argument("--val-size", type=positive_int, default=DEFAULT_VAL_SIZE,
+                   help="validation images held out of train (default %(default)s)")
+    p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=DEFAULT_SEED,
+                   help="seed of the validation split and of training (default %(default)s)")
+    p.add_argument("--train-limit", type=positive_int,
                    help="train on only this many images, for quick studies (default: all but the validation images)")
-    p.add_argument("--pruner", choices=("hyperband", "median", "none"), default="hyperband",
-                   help="stops unpromising trials early, judged on validation accuracy per epoch (default hyperband)")
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
-                   help="how configs are drawn: tpe learns from finished trials, random does not (default tpe)")
+    p.add_argument("--pruner", choices=tuple(PRUNERS), default=DEFAULT_PRUNER,
+                   help="stops unpromising trials early, judged on validation accuracy per epoch (default %(default)s)")
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default=DEFAULT_SAMPLER,
+                   help="how configs are drawn: tpe learns from finished trials, random does not (default %(default)s)")
+
+
+def _add_budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", type=positive_int, default=DEFAULT_BUDGET,
+                   help=f"trainable-parameter limit (default {DEFAULT_BUDGET:,})")
 
 
 def _add_worker(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data; downloaded if missing)")
-    p.add_argument("--artifacts", help=ARTIFACTS_HELP)
-    p.add_argument("--gpus", default="all", help="all, none (CPU), or a list like 0,1 (default all; CPU if none visible)")
-    p.add_argument("--per-gpu", type=_positive_int, default=1, help="worker processes per GPU (or CPU processes) (default 1)")
-    p.add_argument("--n-trials", type=_positive_int,
-                   help="stop once the study has this many trained trials, counted over all workers; stored in "
-                        "the study for `search status` (default: no limit)")
-    p.add_argument("--timeout", type=_seconds(1, MAX_DB_WAIT * 52), metavar="SEC",
-                   help="start no new trial after this many seconds (default: no limit)")
-    p.add_argument("--heartbeat", type=_int_in(1, MAX_HEARTBEAT), default=20, metavar="SEC",
-                   help=f"heartbeat interval, at most {MAX_HEARTBEAT} (default 20)")
-    p.add_argument("--grace", type=_int_in(2, MAX_GRACE), default=60, metavar="SEC",
-                   help="a trial without heartbeat this long is failed and retried (default 60)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile each trial's model: faster steps after ~40 s of compiling per new "
-                        "architecture (measured on CPU), so it pays off only for long trials (default: off)")
-    p.add_argument("--quiet", action="store_true", help="print one line per trial, none per epoch (default: off)")
-    p.add_argument("--slot-device", choices=("cpu", "cuda"), help=argparse.SUPPRESS)
+    add_flags(p, WorkerOptions)
 
 
 EXAMPLES = """examples:
@@ -482,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("presets", help="list known architectures: exact parameters, MACs, within budget?")
-    s.add_argument("--budget", type=_positive_int, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
+    _add_budget(s)
     s.add_argument("--json", action="store_true", help="machine-readable output (default: a table)")
     s.set_defaults(func=cmd_presets)
 
@@ -491,11 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--preset", help="a name from `search presets` (this or --file is required)")
     src.add_argument("--file", help="a JSON file holding an architecture, the format this command prints "
                                     "(this or --preset is required)")
-    s.add_argument("--budget", type=_positive_int, default=DEFAULT_BUDGET, help="trainable-parameter limit (default 5,000,000)")
+    _add_budget(s)
     s.set_defaults(func=cmd_arch)
 
     s = sub.add_parser("prepare-data", help="download (if missing) and validate CIFAR-10, once per data volume")
-    s.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data)")
+    s.add_argument("--data-dir", help=f"CIFAR-10 folder (default: {DATA_DIR_DEFAULT})")
     s.set_defaults(func=cmd_prepare_data)
 
     s = sub.add_parser("space", help="print the default search space (JSON) to edit and pass to --space")
@@ -540,15 +453,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy (default: off)")
-    s.add_argument("--data-dir", help="CIFAR-10 folder for --evaluate (default: $SEARCH_DATA_DIR, else ./data)")
+    s.add_argument("--data-dir", help=f"CIFAR-10 folder for --evaluate (default: {DATA_DIR_DEFAULT})")
     from search.export import DEFAULT_FORMAT, EXPORT_FORMATS, format_help  # no heavy imports: see its docstring
     s.add_argument("--format", choices=tuple(EXPORT_FORMATS), default=DEFAULT_FORMAT, help=format_help())
     s.add_argument("--final", action="store_true",
                    help="export the best finalized model (of STUDY.final, or of STUDY when it is a finalize study) "
                         "(default: off)")
-    s.add_argument("--max-params", type=_positive_int, metavar="N",
+    s.add_argument("--max-params", type=positive_int, metavar="N",
                    help="the best trial with at most N parameters (default: no limit)")
-    s.add_argument("--max-macs", type=_positive_int, metavar="M",
+    s.add_argument("--max-macs", type=positive_int, metavar="M",
                    help="the best trial with at most M MACs per image (default: no limit)")
     s.set_defaults(func=cmd_export_best)
 
@@ -558,10 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "trains and tests them, `search status`/`report` show mean ± std test accuracy "
                                    "and the rank correlation with the search.")
     s.add_argument("--study", required=True, help="the search study")
-    s.add_argument("--top", type=_positive_int, default=3, help="configurations to finalize (default 3)")
-    s.add_argument("--epochs", type=_positive_int,
+    s.add_argument("--top", type=positive_int, default=3, help="configurations to finalize (default 3)")
+    s.add_argument("--epochs", type=positive_int,
                    help="epochs of each final run (default: 5 x the search's epochs; a published recipe keeps its own)")
-    s.add_argument("--seeds", type=_positive_int, default=3, help="runs per configuration, seeds 0..N-1 (default 3)")
+    s.add_argument("--seeds", type=positive_int, default=3, help="runs per configuration, seeds 0..N-1 (default 3)")
     s.add_argument("--full-train", action="store_true",
                    help="train on all 50,000 images (no validation split; the last epoch is kept) "
                         "(default: the search's train split, validation kept)")
@@ -577,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a model file")
     s.add_argument("file", help="a file written by `search export-best`")
-    s.add_argument("--data-dir", help="CIFAR-10 folder (default: $SEARCH_DATA_DIR, else ./data)")
+    s.add_argument("--data-dir", help=f"CIFAR-10 folder (default: {DATA_DIR_DEFAULT})")
     s.add_argument("--tta", action="store_true",
                    help="average logits over each image and its mirror (default: off)")
     s.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
@@ -601,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--study", required=True, help="the study to open")
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
-    s.add_argument("--port", type=_positive_int, default=8080, help="port to listen on (default 8080)")
+    s.add_argument("--port", type=positive_int, default=DASHBOARD_PORT, help="port to listen on (default %(default)s)")
     s.set_defaults(func=cmd_dashboard)
 
     s = sub.add_parser("report", help="PNG plots and a Markdown summary of a study")
@@ -617,10 +530,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = resolve(build_parser().parse_args(argv))
     func: Callable[[argparse.Namespace], int] = args.func
+    return run_guarded(args.command, lambda: func(args))
+
+
+def run_guarded(command: str, run: Callable[[], int]) -> int:
+    """`run()`'s exit code; its errors as one line on stderr and exit 1 (see the module's docstring)."""
     try:
-        code = func(args)
+        code = run()
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
         return code
     except BrokenPipeError:
@@ -628,9 +546,9 @@ def main(argv: list[str] | None = None) -> int:
         _discard_stdout()
         return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the closed pipe
     except ValueError as e:
-        return _error(args, str(e))
+        return _error(command, str(e))
     except OSError as e:  # an output path that cannot be written, a full disk, ...
-        return _error(args, f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e) or type(e).__name__)
+        return _error(command, f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e) or type(e).__name__)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
@@ -638,17 +556,17 @@ def main(argv: list[str] | None = None) -> int:
         line = database_error_line(e)
         if line is None:
             # A bug, not a bad input: still one line at the terminal; SEARCH_DEBUG=1 shows where.
-            if os.environ.get("SEARCH_DEBUG"):
+            if debug():
                 raise
             first = (str(e).strip().splitlines() or [""])[0]
             line = f"unexpected {type(e).__name__}: {first} (rerun with SEARCH_DEBUG=1 for the traceback)"
-        return _error(args, line)
+        return _error(command, line)
 
 
-def _error(args: argparse.Namespace, message: str) -> int:
+def _error(command: str, message: str) -> int:
     message = " ".join(message.split()) or "failed"  # one line, whatever the exception held
     try:
-        print(f"search {args.command}: error: {message}", file=sys.stderr)
+        print(f"search {command}: error: {message}", file=sys.stderr)
     except BrokenPipeError:
         pass
     return 1

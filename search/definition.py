@@ -16,22 +16,22 @@ import optuna
 from objectives.checks import number
 from objectives.space import SearchSpace
 
+from .settings import CIFAR10_TRAIN_IMAGES, DEFAULT_BUDGET, DEFAULT_SEED, DEFAULT_VAL_SIZE
+from .strategies import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, check_name
+
 DEFINITION_ATTR = "definition"
-PRUNERS = ("hyperband", "median", "none")
-CIFAR10_TRAIN_IMAGES = 50_000
 MAX_STUDY_NAME = 512  # Optuna's study_name column (MAX_INDEXED_STRING_LENGTH)
-SAMPLERS = ("tpe", "random")
 
 
 @dataclass(frozen=True)
 class StudyDefinition:
     space: SearchSpace = field(default_factory=SearchSpace)
-    budget: int = 5_000_000          # trainable parameters
-    val_size: int = 5_000            # images held out of the 50,000 training images
-    seed: int = 0                    # of the validation split (and of each trial's training)
+    budget: int = DEFAULT_BUDGET     # trainable parameters
+    val_size: int = DEFAULT_VAL_SIZE  # images held out of the 50,000 training images
+    seed: int = DEFAULT_SEED         # of the validation split (and of each trial's training)
     train_limit: int | None = None   # keep only this many training images (smoke studies)
-    pruner: str = "hyperband"
-    sampler: str = "tpe"
+    pruner: str = DEFAULT_PRUNER     # a key of strategies.PRUNERS
+    sampler: str = DEFAULT_SAMPLER   # a key of strategies.SAMPLERS
     # A companion study of `search finalize` (search/finalize.py): what it retrains, from where.
     final: dict[str, Any] | None = None
 
@@ -44,10 +44,8 @@ class StudyDefinition:
         number("val_size", self.val_size, 0 if self.final and self.final.get("full_train") else 1,
                CIFAR10_TRAIN_IMAGES - 1, integer=True)
         number("seed", self.seed, 0, 2**32 - 1, integer=True)  # numpy's seed range
-        if self.pruner not in PRUNERS:
-            raise ValueError(f"pruner: must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler: must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        check_name("pruner", PRUNERS, self.pruner)
+        check_name("sampler", SAMPLERS, self.sampler)
         if self.train_limit is not None:
             number("train_limit", self.train_limit, 1, integer=True)
 
@@ -67,17 +65,10 @@ class StudyDefinition:
         return cls(**{**d, "space": SearchSpace.from_dict(d["space"])})
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
-        if self.pruner == "hyperband":
-            # Rungs over epochs: with 20 epochs and factor 3, trials are judged at 1, 3, 9 epochs.
-            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=self.epochs, reduction_factor=3)
-        if self.pruner == "median":
-            return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-        return optuna.pruners.NopPruner()
+        return PRUNERS[self.pruner](self)
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
-        # Optuna 5's TPE default: multivariate + constant liar (parallel workers do not
-        # all sample the same point), and it reads each trial's constraint (the budget).
-        return optuna.samplers.TPESampler() if self.sampler == "tpe" else optuna.samplers.RandomSampler()
+        return SAMPLERS[self.sampler](self)
 
 
 class StudyNotFound(ValueError):

@@ -1,7 +1,7 @@
 """Workers: one process per GPU slot, each pulling trials from the shared study.
 
-`run_worker` is the parent: it starts one child process per slot (CUDA_VISIBLE_DEVICES
-set per child) and forwards SIGTERM/SIGINT to them. `run_slot` is one child: it loads
+`run_worker` is the parent: it starts one child process per slot (search/slot.py, with
+CUDA_VISIBLE_DEVICES set per child) and forwards SIGTERM/SIGINT to them. `run_slot` is one child: it loads
 the study and the data once, then runs trials until the study reaches its target, the
 timeout passes, or it is asked to stop. A stop request interrupts the current trial,
 which is failed and re-queued so the next worker resumes it from its last checkpoint.
@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import optuna
 import torch
@@ -30,23 +29,9 @@ from storage.errors import transient_database_error
 from .dbretry import DatabaseRetry, StoppedWaiting
 from .definition import load_study
 from .objective import Objective, TrialFailed, WorkerStopping
+from .options import to_json
 from .progress import EpochPrinter, describe_config
-
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    study: str
-    storage_url: str
-    data_dir: str | None = None
-    artifacts: str | None = None
-    n_trials: int | None = None        # study-wide target of trained trials (None: no limit)
-    timeout: float | None = None       # seconds this worker starts new trials for
-    heartbeat: int = 20                # seconds between heartbeats of a running trial
-    grace: int = 60                    # a trial silent this long is failed and retried
-    db_wait: float = 60.0
-    compile: bool = False              # torch.compile each trial's model (pays off only for long trials)
-    quiet: bool = False                # only one line per trial, none per epoch
+from .settings import WORKER_OPTIONS_ENV, WorkerOptions
 
 
 def trained_trials(study: optuna.Study) -> int:
@@ -134,7 +119,7 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     stop.install()
     db = DatabaseRetry(opts.db_wait, opts.study, should_stop=stop)
     try:
-        storage = make_storage(opts.storage_url, heartbeat_interval=opts.heartbeat, grace_period=opts.grace,
+        storage = make_storage(opts.storage, heartbeat_interval=opts.heartbeat, grace_period=opts.grace,
                                wait=opts.db_wait)
         study, definition = db.call(load_study, storage, opts.study)
     except StoppedWaiting:
@@ -309,11 +294,11 @@ def slots(gpus: str, per_gpu: int) -> list[str | None]:
     return [str(g) for g in ids for _ in range(per_gpu)]
 
 
-def run_worker(opts: WorkerOptions, gpus: str, per_gpu: int, child_args: list[str]) -> int:
+def run_worker(opts: WorkerOptions) -> int:
     """Start one child per slot and wait for them; forwards SIGTERM/SIGINT."""
-    if per_gpu < 1:
-        raise ValueError(f"--per-gpu: must be >= 1, got {per_gpu}")
-    plan = slots(gpus, per_gpu)
+    if opts.per_gpu < 1:
+        raise ValueError(f"--per-gpu: must be >= 1, got {opts.per_gpu}")
+    plan = slots(opts.gpus, opts.per_gpu)
     if len(plan) == 1:  # one slot: run here, no child process to manage
         if plan[0] is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = plan[0]
@@ -327,11 +312,14 @@ def run_worker(opts: WorkerOptions, gpus: str, per_gpu: int, child_args: list[st
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_slots))
         else:
             env["CUDA_VISIBLE_DEVICES"] = visible
+        # The options travel whole, as JSON in the environment (not argv: `ps` would show the
+        # storage URL's password); search/slot.py reads them back.
+        env[WORKER_OPTIONS_ENV] = to_json(opts)
         device = "cpu" if visible is None else "cuda"
         # Own session: a terminal's Ctrl-C reaches the parent alone, which forwards it once (else
         # each child got it twice, from the terminal and from the parent, and exited at once).
-        children.append(subprocess.Popen([sys.executable, "-m", "search", "worker", *child_args,
-                                          "--slot-device", device], env=env, start_new_session=True))
+        children.append(subprocess.Popen([sys.executable, "-m", "search.slot", device], env=env,
+                                         start_new_session=True))
 
     def forward(signum, frame):
         for c in children:

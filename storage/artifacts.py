@@ -9,7 +9,6 @@ or by its first worker), then ./artifacts.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,8 +16,8 @@ from typing import Any, BinaryIO
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
-ARTIFACTS_ENV = "SEARCH_ARTIFACTS"
-DEFAULT_ARTIFACTS = "artifacts"
+from search.settings import ARTIFACTS_ENV, artifacts_location
+
 ARTIFACT_ATTR_PREFIX = "artifacts:"  # where Optuna records an artifact's metadata on its trial
 LOCATION_ATTR = "artifacts"          # study user attribute: where this study's artifacts live
 S3 = "s3://"
@@ -31,8 +30,7 @@ def is_s3(location: str) -> bool:
 def resolve_artifact_location(flag: str | None = None, study: optuna.Study | None = None) -> str:
     """The flag, else $SEARCH_ARTIFACTS, else the study's remembered location, else ./artifacts.
     Directories come back absolute, so the study can remember them for other working dirs."""
-    location = flag or os.environ.get(ARTIFACTS_ENV) or (study.user_attrs.get(LOCATION_ATTR) if study else None) \
-        or DEFAULT_ARTIFACTS
+    location = artifacts_location(flag, study.user_attrs.get(LOCATION_ATTR) if study else None)
     if is_s3(location):
         return location
     return str(Path(location).expanduser().absolute())

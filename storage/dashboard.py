@@ -10,14 +10,14 @@ else the one the storage's studies remember (it must be one), else ./artifacts.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import optuna
 
+from search.settings import DASHBOARD_PORT, STORAGE_DEFAULT, WORKER_DB_WAIT, given_artifacts, storage_url
+
 from .artifacts import LOCATION_ATTR, open_artifact_store
 from .database import make_storage, quiet_optuna
-from .urls import resolve_storage_url
 
 
 def remembered_location(storage) -> str | None:
@@ -32,11 +32,11 @@ def remembered_location(storage) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m storage.dashboard", description=__doc__.split("\n\n")[0])
-    p.add_argument("--storage", help="study storage URL (default: $SEARCH_STORAGE, else sqlite:///search.db)")
+    p.add_argument("--storage", help=f"study storage URL (default: {STORAGE_DEFAULT})")
     p.add_argument("--artifacts", help="a directory or s3://BUCKET/PREFIX (default: see above)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: no authentication)")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--db-wait", type=float, default=60.0, metavar="SEC")
+    p.add_argument("--port", type=int, default=DASHBOARD_PORT)
+    p.add_argument("--db-wait", type=float, default=WORKER_DB_WAIT, metavar="SEC")
     return p
 
 
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         quiet_optuna()
-        storage = make_storage(resolve_storage_url(args.storage), wait=args.db_wait)
-        flag = args.artifacts or os.environ.get("SEARCH_ARTIFACTS") or remembered_location(storage)
+        storage = make_storage(storage_url(args.storage), wait=args.db_wait)
+        flag = given_artifacts(args.artifacts) or remembered_location(storage)
         store = open_artifact_store(flag, create=False)
     except ValueError as e:
         print(f"dashboard: error: {e}", file=sys.stderr)

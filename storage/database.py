@@ -9,6 +9,8 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from search.settings import GRACE_HEARTBEATS, WORKER_DB_WAIT
+
 from .urls import backend_of, redact
 
 
@@ -42,7 +44,7 @@ def engine_options(url: str, user_options: dict[str, Any] | None = None) -> dict
     return {**defaults, **(user_options or {})}
 
 
-def wait_for_database(url: str, timeout: float = 60.0, interval: float = 1.0) -> None:
+def wait_for_database(url: str, timeout: float = WORKER_DB_WAIT, interval: float = 1.0) -> None:
     """Return once the database accepts a connection; StorageUnavailable after `timeout` s."""
     try:
         engine = sqlalchemy.create_engine(url, pool_pre_ping=True, **(
@@ -68,7 +70,7 @@ def wait_for_database(url: str, timeout: float = 60.0, interval: float = 1.0) ->
 
 
 def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 max_retry: int = 3, wait: float = 60.0) -> RDBStorage:
+                 max_retry: int = 3, wait: float = WORKER_DB_WAIT) -> RDBStorage:
     """An RDBStorage for `url`. With a heartbeat, trials of workers that stop beating
     for `grace_period` seconds are failed and re-queued (up to `max_retry` times),
     keeping their intermediate values so the retry can resume from its checkpoint."""
@@ -77,7 +79,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     kwargs: dict[str, Any] = {}
     if heartbeat_interval:
         kwargs = dict(heartbeat_interval=heartbeat_interval,
-                      grace_period=grace_period or 3 * heartbeat_interval,
+                      grace_period=grace_period or GRACE_HEARTBEATS * heartbeat_interval,
                       heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                           max_retry=max_retry, inherit_intermediate_values=True))
     try:

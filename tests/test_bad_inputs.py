@@ -236,6 +236,8 @@ CASES = [
     ("mysql-url", "status --study base --storage mysql://u:pw@localhost/db", None, "'mysql://u:***@localhost/db'"),
     ("unknown-url", "status --study base --storage redis://localhost", None, "bad storage URL"),
     ("not-a-url", "status --study base --storage search.db", None, "bad storage URL"),
+    ("url-port-not-a-number", "status --study base --storage postgresql+psycopg2://u:pw@localhost:db/x", None,
+     "bad storage URL"),
     ("unknown-study", "status --study nope", None, "no study named 'nope'"),
     # Worker flags.
     ("timeout-0", W + " --timeout 0", None, "--timeout"),
@@ -320,6 +322,18 @@ def test_long_study_name_on_postgresql(postgres, capsys):
     assert main(["create", "--study", "x" * 1000, "--storage", url, "--budget", "30000"]) == 1
     assert "512 characters" in one_line(capsys.readouterr().err)
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["kept"]
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg2://u:secret@localhost:notaport/db",  # unreadable (the port): refused
+    "mysql://u:secret@localhost/db",  # a backend we do not run on
+    "postgresql+psycopg2://u:secret@127.0.0.1:{port}/db?application_name=a@b",  # nobody listening there
+])
+def test_storage_password_never_reaches_the_error_line(ws, capsys, url):
+    from tests.servers import free_port
+    code = main(["status", "--study", "base", "--storage", url.format(port=free_port()), "--db-wait", "0"])
+    line = one_line(capsys.readouterr().err)
+    assert code == 1 and "secret" not in line and "***" in line, line
 
 
 REAL_PROCESS_CASES = ["batch-size-0", "sqlite-random-bytes", "model-no-state-dict", "timeout-nan",

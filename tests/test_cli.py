@@ -71,3 +71,80 @@ def test_arch_file_round_trip_and_invalid_file(tmp_path):
 def test_usage_errors_exit_2(args):
     proc = run(*args)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_a_pruner_or_sampler_is_one_registry_entry(monkeypatch):
+    """An entry added to the registry is a --pruner/--sampler choice, passes the study
+    definition's check and builds its object; a name outside the registry is refused."""
+    import optuna
+    from search import strategies
+    from search.cli import build_parser
+    from search.definition import StudyDefinition
+    monkeypatch.setitem(strategies.PRUNERS, "percentile",
+                        lambda d: optuna.pruners.PercentilePruner(25.0, n_warmup_steps=d.epochs // 2))
+    monkeypatch.setitem(strategies.SAMPLERS, "nsga2", lambda d: optuna.samplers.NSGAIISampler(seed=d.seed))
+    args = build_parser().parse_args(["create", "--study", "s", "--pruner", "percentile", "--sampler", "nsga2"])
+    definition = StudyDefinition(pruner=args.pruner, sampler=args.sampler, seed=7)
+    assert isinstance(definition.make_pruner(), optuna.pruners.PercentilePruner)
+    assert isinstance(definition.make_sampler(), optuna.samplers.NSGAIISampler)
+    monkeypatch.delitem(strategies.PRUNERS, "median")
+    with pytest.raises(ValueError, match="pruner: must be one of hyperband, none, percentile, got 'median'"):
+        StudyDefinition(pruner="median")
+
+
+def test_unknown_pruner_or_sampler_is_one_line_listing_the_choices():
+    for flag, name in (("--pruner", "asha"), ("--sampler", "cmaes")):
+        line = one_line_error(run("create", "--study", "s", flag, name))
+        assert name in line and flag in line and ("hyperband" in line or "tpe" in line)
+
+
+def test_settings_flag_beats_environment_beats_default(monkeypatch, tmp_path):
+    from search import settings
+    from search.cli import build_parser
+
+    def resolved(*argv):
+        return settings.resolve(build_parser().parse_args(list(argv)))
+    for name in (settings.STORAGE_ENV, settings.ARTIFACTS_ENV, settings.DATA_DIR_ENV):
+        monkeypatch.delenv(name, raising=False)
+    worker = resolved("worker", "--study", "s")
+    assert (worker.storage, worker.artifacts, worker.data_dir, worker.db_wait, worker.heartbeat, worker.grace) == \
+        ("sqlite:///search.db", None, "data", 60.0, 20, 60)
+    assert resolved("status", "--study", "s").db_wait == 3.0  # a person waits seconds, a worker a minute
+    monkeypatch.setenv(settings.STORAGE_ENV, "sqlite:///env.db")
+    monkeypatch.setenv(settings.ARTIFACTS_ENV, "s3://bucket/env")
+    monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "env-data"))
+    env = resolved("run", "--study", "s")
+    assert (env.storage, env.artifacts, env.data_dir) == ("sqlite:///env.db", "s3://bucket/env", str(tmp_path / "env-data"))
+    flags = resolved("worker", "--study", "s", "--storage", "sqlite:///flag.db", "--artifacts", "flag-dir",
+                     "--data-dir", "flag-data", "--db-wait", "5")
+    assert (flags.storage, flags.artifacts, flags.data_dir, flags.db_wait) == ("sqlite:///flag.db", "flag-dir",
+                                                                              "flag-data", 5.0)
+
+
+def test_worker_options_reach_a_slot_whole():
+    """Every worker option given on the command line is what a slot process reads back."""
+    import dataclasses
+    from search.cli import build_parser
+    from search.options import from_json, to_json
+    from search.settings import WorkerOptions, resolve
+    argv = ["worker", "--study", "s", "--storage", "postgresql+psycopg2://u:pw@h/db", "--db-wait", "9",
+            "--data-dir", "/d", "--artifacts", "s3://b/p", "--gpus", "none", "--per-gpu", "2", "--n-trials", "3",
+            "--timeout", "99.5", "--heartbeat", "7", "--grace", "30", "--compile", "--quiet"]
+    opts = WorkerOptions.from_args(resolve(build_parser().parse_args(argv)))
+    defaults = WorkerOptions(study="s", storage="sqlite:///x.db")
+    changed = {f.name for f in dataclasses.fields(opts) if getattr(opts, f.name) != getattr(defaults, f.name)}
+    assert changed == {f.name for f in dataclasses.fields(opts)} - {"study"}  # each option set by its flag
+    assert from_json(WorkerOptions, to_json(opts)) == opts
+
+
+def test_help_shows_the_declared_defaults():
+    from search import settings, strategies
+    create = run("create", "--help", check=True).stdout
+    for text in (f"{settings.DEFAULT_BUDGET:,}", f"(default {settings.DEFAULT_VAL_SIZE})",
+                 f"(default {strategies.DEFAULT_PRUNER})", f"(default {strategies.DEFAULT_SAMPLER})"):
+        assert text in " ".join(create.split()), text
+    worker = " ".join(run("worker", "--help", check=True).stdout.split())
+    assert f"(default {settings.DEFAULT_HEARTBEAT})" in worker and f"(default {settings.DEFAULT_GRACE})" in worker
+    for env, default in ((settings.STORAGE_ENV, settings.DEFAULT_STORAGE), (settings.DATA_DIR_ENV, settings.DEFAULT_DATA_DIR),
+                         (settings.ARTIFACTS_ENV, settings.DEFAULT_ARTIFACTS)):
+        assert f"${env}, else " in worker and default in worker, env

@@ -1,0 +1,27 @@
+"""One worker slot's process: `run_worker` (search/worker.py) starts `python -m search.slot
+DEVICE` per GPU slot, with the worker's options as JSON in $SEARCH_WORKER_OPTIONS. Errors end
+as the `search worker` command's do: one line, exit 1; a stop signal as 128 + its number."""
+from __future__ import annotations
+
+import os
+import sys
+
+from .cli import run_guarded
+from .options import from_json
+from .settings import WORKER_OPTIONS_ENV, WorkerOptions
+
+
+def main(device: str) -> int:
+    if WORKER_OPTIONS_ENV not in os.environ:
+        print("search.slot: started by `search worker` only (see `search worker --help`)", file=sys.stderr)
+        return 2
+    opts = from_json(WorkerOptions, os.environ.pop(WORKER_OPTIONS_ENV))
+
+    def run() -> int:
+        from .worker import run_slot
+        return run_slot(opts, device)
+    return run_guarded("worker", run)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from search.settings import DATA_DIR_ENV, data_dir as resolve_data_dir  # flag > $SEARCH_DATA_DIR > ./data, declared once
+
 from .safe_pickle import BadPickle, UnsafePickleError, load_dict
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-DATA_DIR_ENV = "SEARCH_DATA_DIR"
-DEFAULT_DATA_DIR = "data"  # relative to the working directory, like the embedded study file
 
 
 class DataError(ValueError):
@@ -45,11 +45,6 @@ class Cifar10:
     train: Split
     test: Split
     root: Path
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The flag if given, else $SEARCH_DATA_DIR, else ./data."""
-    return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()
 
 
 def find_batches(root: Path) -> Path | None:

@@ -14,7 +14,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from storage.artifacts import download_torch, location_of, open_artifact_store
 
 from .progress import progress
-from .status import best_feasible
+from .trials import best_feasible
 
 
 def export_best(study: optuna.Study, artifacts: str | None, out: str | Path,

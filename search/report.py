@@ -25,7 +25,7 @@ from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 from .definition import StudyDefinition  # noqa: E402
 from .status import summarize  # noqa: E402
-from .trials import PARAMS_ATTR, counts_as_trained, feasible_trials, is_infeasible  # noqa: E402
+from .trials import PARAMS_ATTR, STATE_NAMES, counts_as_trained, feasible_trials, is_infeasible  # noqa: E402
 
 SIZE, DPI = (8, 4.5), 110
 
@@ -204,7 +204,7 @@ def write_summary(study, definition: StudyDefinition, path: Path, model_note: st
              f"Budget {definition.budget:,} trainable parameters; {definition.epochs} epochs per trial; "
              f"validation split {definition.val_size:,} images (seed {definition.seed}); pruner {definition.pruner}.", "",
              "| state | trials |", "|---|---:|"]
-    lines += [f"| {k} | {c[k]} |" for k in ("complete", "pruned", "infeasible", "fail", "running", "waiting")]
+    lines += [f"| {k} | {c[k]} |" for k in STATE_NAMES]
     lines += ["", f"Time spent: {wall / 3600:.2f} h wall clock, {compute / 3600:.2f} h of trial time"
               f" ({s['trials_per_hour'] or 0} trained trials per hour).", ""]
     b = s["best"]

@@ -53,13 +53,13 @@ def save_optuna_plot(draw: Callable[[], "plt.Axes"], path: Path, title: str,
         optuna.logging.set_verbosity(verbosity)
 
 
-def relabel(ax: "plt.Axes", labels: dict[str, str], **legend) -> None:
+def relabel(ax: "plt.Axes", labels: dict[str, str]) -> None:
     """Rename the series Optuna labelled (its labels are generic: "Trial", "Best Value") and
     redraw the legend inside the axes."""
     for artist in [*ax.collections, *ax.get_lines()]:
         if artist.get_label() in labels:
             artist.set_label(labels[artist.get_label()])
-    ax.legend(loc="best", fontsize=8, **legend)
+    ax.legend(loc="best", fontsize=8)
 
 
 def _best_reported(t: optuna.trial.FrozenTrial) -> float:

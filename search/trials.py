@@ -105,10 +105,10 @@ def best_feasible(study: optuna.Study, max_params: int | None = None, max_macs: 
     """The most accurate feasible trial within the size limits (`search export-best
     --max-params/--max-macs`); None when there is none.
 
-    Without limits this is Optuna's `study.best_trial`, which already skips a trial whose
-    constraint is violated: status, report and export name the trial the dashboard names.
-    With limits, the best that fits: Optuna's best when it fits, else the earlier of equally
-    accurate trials (Optuna breaks ties by storage order, which limits cannot reuse)."""
+    Optuna's `study.best_trial` when it fits (without limits it always does): it already skips
+    a trial whose constraint is violated, and status, report and export then name the trial the
+    dashboard names. Else the most accurate trial that fits, the earlier one on ties (between
+    equally accurate trials Optuna's pick depends on the storage: SQL `ORDER BY value` alone)."""
     try:
         best = study.best_trial
     except ValueError:  # no complete trial, or none within the budget

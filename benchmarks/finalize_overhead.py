@@ -33,7 +33,7 @@ from objectives.data import load_cifar10  # noqa: E402
 from objectives.recipe import Recipe  # noqa: E402
 from objectives.model import build  # noqa: E402
 from objectives.train import evaluate, prepare_data, train  # noqa: E402
-from search.objective import FIXED_RECIPE_ATTR, SEED_ATTR  # noqa: E402
+from search.trials import FIXED_RECIPE_ATTR, SEED_ATTR  # noqa: E402
 
 SPACE = {
     "arch": {"num_stages": [2, 3], "blocks": [1, 1], "channels": [16, 32], "conv_kernels": [3], "skip_kernels": [1],

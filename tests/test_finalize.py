@@ -15,10 +15,9 @@ import pytest
 from optuna.trial import TrialState
 
 from search.definition import load_study
-from search.finalize import FINAL_ATTR, spearman
-from search.objective import FIXED_RECIPE_ATTR, SEED_ATTR
+from search.finalize import spearman
 from search.pareto import pareto_front
-from search.trials import BUDGET_CONSTRAINT, best_feasible
+from search.trials import BUDGET_CONSTRAINT, FINAL_ATTR, FIXED_RECIPE_ATTR, SEED_ATTR, best_feasible
 from tests.test_service import env, load, one_line_error, search, space_file, wait_for, worker  # noqa: F401
 
 # Two stages of one block, three widths, two schedules: trials differ in size and accuracy.
@@ -235,7 +234,8 @@ def test_training_without_validation_keeps_the_last_epoch(cifar_small):
 def test_final_schedule_defaults_and_published_epochs():
     from objectives.published import PUBLISHED_RECIPES
     from objectives.recipe import Recipe
-    from search.finalize import EPOCHS_FACTOR, PUBLISHED_ATTR, final_recipe
+    from search.finalize import EPOCHS_FACTOR, final_recipe
+    from search.trials import PUBLISHED_ATTR
 
     searched = optuna.trial.create_trial(value=0.5, user_attrs={"recipe": Recipe(
         epochs=20, schedule="step", step_every_epochs=10).to_dict()})

@@ -102,18 +102,19 @@ def feasible_trials(study_or_trials: optuna.Study | list[FrozenTrial]) -> list[F
 
 def best_feasible(study: optuna.Study, max_params: int | None = None, max_macs: int | None = None
                   ) -> FrozenTrial | None:
-    """The most accurate feasible trial within the size limits (`search export-best
-    --max-params/--max-macs`); None when there is none.
+    """The most accurate feasible trial, within the size limits if given; None when there is none.
 
-    Optuna's `study.best_trial` when it fits (without limits it always does): it already skips
-    a trial whose constraint is violated, and status, report and export then name the trial the
-    dashboard names. Else the most accurate trial that fits, the earlier one on ties (between
-    equally accurate trials Optuna's pick depends on the storage: SQL `ORDER BY value` alone)."""
+    Without limits, Optuna's `study.best_trial`: it already skips a trial whose constraint is
+    violated, and status, report and export then name the trial the dashboard names. With
+    limits (`search export-best --max-params/--max-macs`), the most accurate trial that fits,
+    the earlier one on ties (between equally accurate trials Optuna's pick depends on the
+    storage: SQL `ORDER BY value` alone)."""
+    if max_params is not None or max_macs is not None:
+        return best_of(feasible_trials(study), max_params, max_macs)
     try:
-        best = study.best_trial
+        return study.best_trial
     except ValueError:  # no complete trial, or none within the budget
         return None
-    return best if _fits(best, max_params, max_macs) else best_of(feasible_trials(study), max_params, max_macs)
 
 
 def best_of(trials: list[FrozenTrial], max_params: int | None = None, max_macs: int | None = None

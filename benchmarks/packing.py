@@ -30,6 +30,7 @@ from objectives import count_params  # noqa: E402
 from objectives.recipe import sample_recipe  # noqa: E402
 from objectives.space import SearchSpace, sample_arch  # noqa: E402
 from search.definition import StudyDefinition, create_study  # noqa: E402
+from search.trials import SECONDS_ATTR, counts_as_trained  # noqa: E402
 
 
 def typical_params(space: SearchSpace, budget: int, n: int, seed: int) -> list[dict]:
@@ -77,9 +78,9 @@ def main() -> None:
                        check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}"})
         wall = time.perf_counter() - t0
         trials = [t for t in optuna.load_study(study_name=f"pack{k}", storage=url).get_trials(deepcopy=False)
-                  if t.datetime_complete is not None and "infeasible" not in t.user_attrs]
+                  if t.datetime_complete is not None and counts_as_trained(t)]
         span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-        per_trial = [t.user_attrs.get("seconds", 0.0) for t in trials]
+        per_trial = [t.user_attrs.get(SECONDS_ATTR, 0.0) for t in trials]
         row = {"per_gpu": k, "trials": len(trials), "span_seconds": round(span, 1), "wall_seconds": round(wall, 1),
                "trials_per_hour": round(len(trials) / span * 3600, 1),
                "mean_trial_seconds": round(sum(per_trial) / len(per_trial), 1)}

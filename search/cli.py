@@ -190,15 +190,14 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         params = arch_to_params(arch, definition.space.arch)
     except ValueError as e:
         raise ValueError(f"preset {args.preset} cannot be expressed in this study's space: {e}") from None
-    attrs = {"preset": args.preset}
+    from search.trials import FIXED_RECIPE_ATTR, PRESET_ATTR, PUBLISHED_ATTR
+    attrs = {PRESET_ATTR: args.preset}
     if args.with_recipe:
         from objectives.published import get_published_recipe
-        from search.finalize import PUBLISHED_ATTR
-        from search.objective import FIXED_RECIPE_ATTR
         published = get_published_recipe(args.preset)
         attrs.update({FIXED_RECIPE_ATTR: published.recipe.to_dict(), PUBLISHED_ATTR: args.preset})
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
-    r = attrs.get("fixed_recipe")
+    r = attrs.get(FIXED_RECIPE_ATTR)
     print(f"enqueued {args.preset} ({n:,} params) in study {args.study}; " +
           (f"its published recipe: {r['optimizer']} lr {r['lr']:g}, {r['schedule']}, {r['epochs']} epochs, batch "
            f"{r['batch_size']} (not pruned)" if r else "its recipe is sampled"))
@@ -219,8 +218,8 @@ def cmd_export_best(args: argparse.Namespace) -> int:
     else:
         study, _ = load_study(storage, args.study)
         if args.max_params or args.max_macs:
-            from search.pareto import best_within
-            chosen = best_within(study.get_trials(deepcopy=False), args.max_params, args.max_macs)
+            from search.trials import best_feasible
+            chosen = best_feasible(study, args.max_params, args.max_macs)
             if chosen is None:
                 limits = " and ".join(f"{v:,} {k}" for k, v in (("params", args.max_params), ("MACs", args.max_macs)) if v)
                 raise ValueError(f"study {args.study!r} has no completed trial within {limits}")
@@ -259,7 +258,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from search.definition import load_study
     from search.report import write_report
     study, definition = load_study(storage, args.study)
-    from search.status import best_feasible
+    from search.trials import best_feasible
     from storage.artifacts import model_note
     files = write_report(study, definition, args.out, model_note(study, best_feasible(study), args.artifacts))
     from search.finalize import companion, write_final_section

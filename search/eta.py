@@ -10,6 +10,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .trials import state_name, trained_trials
+
 TARGET_ATTR = "target_trials"
 DEADLINE_ATTR = "deadline"  # ISO 8601 UTC: the latest `--timeout` of a worker
 
@@ -25,12 +27,6 @@ def record_run_limits(study: optuna.Study, n_trials: int | None, timeout: float 
         study.set_user_attr(DEADLINE_ATTR, (_now() + dt.timedelta(seconds=timeout)).isoformat(timespec="seconds"))
 
 
-def _state(t: optuna.trial.FrozenTrial) -> str:
-    if t.state == TrialState.COMPLETE and "infeasible" in t.user_attrs:
-        return "infeasible"
-    return t.state.name.lower()
-
-
 def time_by_state(trials: list[optuna.trial.FrozenTrial], now: dt.datetime | None = None) -> dict[str, float]:
     """Seconds of trial time per state (a running trial counts up to now)."""
     now = now or _now()
@@ -40,7 +36,7 @@ def time_by_state(trials: list[optuna.trial.FrozenTrial], now: dt.datetime | Non
             continue
         end = t.datetime_complete or (now if t.state == TrialState.RUNNING else None)
         if end is not None:
-            out[_state(t)] = out.get(_state(t), 0.0) + max(0.0, (end - t.datetime_start).total_seconds())
+            out[state_name(t)] = out.get(state_name(t), 0.0) + max(0.0, (end - t.datetime_start).total_seconds())
     return {k: round(v, 1) for k, v in out.items()}
 
 
@@ -70,7 +66,6 @@ def target_reached_message(trained: int, target: int) -> str:
 def say_if_target_reached(study: optuna.Study, n_trials: int | None, timeout: float | None) -> bool:
     """Store this run's limits in the study; True (after saying so) if `n_trials` is already met,
     so `search run`/`worker` on a finished study answers instead of exiting silently."""
-    from .worker import trained_trials  # imports torch: only the commands that train need it
     record_run_limits(study, n_trials, timeout)
     if n_trials is None:
         return False

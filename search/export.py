@@ -110,11 +110,11 @@ def download_model(study: optuna.Study, artifacts: str | None,
 
     from storage.artifacts import download_torch, location_of, open_artifact_store
 
-    from .status import best_feasible
+    from .trials import MODEL_ARTIFACT_ATTR, best_feasible
     best = trial or best_feasible(study)
     if best is None:
         raise ValueError(f"study {study.study_name!r} has no completed trial within budget yet: nothing to export")
-    artifact = best.user_attrs.get("model_artifact")
+    artifact = best.user_attrs.get(MODEL_ARTIFACT_ATTR)
     if not artifact:
         raise ValueError(f"best trial {best.number} has no checkpoint in the study")
     store = open_artifact_store(artifacts, create=False, study=study)

@@ -28,14 +28,14 @@ from objectives.recipe import Recipe
 from objectives.space import arch_to_params
 from objectives.inference import Classifier, evaluate
 
-from .definition import StudyDefinition, StudyNotFound, create_study, load_study
-from .objective import FIXED_RECIPE_ATTR, SEED_ATTR, Objective
+from .definition import DEFINITION_ATTR, StudyDefinition, StudyNotFound, create_study, load_study
+from .objective import Objective
+from .trials import (ARCHITECTURE_ATTR, FINAL_ATTR, FIXED_RECIPE_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR, PUBLISHED_ATTR,
+                     RECIPE_ATTR, SEED_ATTR, TEST_ACC_ATTR, UNUSED_ATTR, VAL_ACC_ATTR, feasible_trials)
 
 FINAL_SUFFIX = ".final"
 EPOCHS_FACTOR = 5           # default final schedule: 5 x the search's epochs per trial
-FINAL_ATTR = "final"        # on each final trial: where its configuration came from, which seed
 RESULTS_ATTR = "final_results"  # on the companion study: the summary below, kept current by the workers
-PUBLISHED_ATTR = "published_recipe"  # on a trial enqueued with `search enqueue --with-recipe`
 
 
 def final_study_name(source: str) -> str:
@@ -45,12 +45,10 @@ def final_study_name(source: str) -> str:
 def top_configurations(study: optuna.Study, k: int) -> list[FrozenTrial]:
     """The k best feasible complete trials by validation accuracy (earlier trial first on ties),
     one per distinct configuration: a design enqueued twice is finalized once."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if "infeasible" not in t.user_attrs and t.value is not None
-              and "architecture" in t.user_attrs and "recipe" in t.user_attrs]
+    trials = [t for t in feasible_trials(study) if ARCHITECTURE_ATTR in t.user_attrs and RECIPE_ATTR in t.user_attrs]
     seen, out = set(), []
     for t in sorted(trials, key=lambda t: (-t.value, t.number)):
-        key = json.dumps([t.user_attrs["architecture"], t.user_attrs["recipe"]], sort_keys=True)
+        key = json.dumps([t.user_attrs[ARCHITECTURE_ATTR], t.user_attrs[RECIPE_ATTR]], sort_keys=True)
         if key not in seen:
             seen.add(key)
             out.append(t)
@@ -64,7 +62,7 @@ def final_recipe(trial: FrozenTrial, epochs: int | None, search_epochs: int) -> 
     recipe's own epochs for an enqueued published design, else EPOCHS_FACTOR x the search's.
     A step schedule keeps its shape (its interval scales with the epochs); onecycle and
     cosine are defined as fractions of the run already."""
-    recipe = dict(trial.user_attrs["recipe"])
+    recipe = dict(trial.user_attrs[RECIPE_ATTR])
     if epochs is None:
         epochs = recipe["epochs"] if trial.user_attrs.get(PUBLISHED_ATTR) else EPOCHS_FACTOR * search_epochs
     if recipe["schedule"] == "step":
@@ -107,14 +105,14 @@ def finalize(storage, source: str, top: int = 3, epochs: int | None = None, seed
     enqueued = []
     for rank, t in enumerate(chosen, start=1):
         recipe = final_recipe(t, epochs, definition.epochs)
-        params = arch_to_params(ArchConfig.from_dict(t.user_attrs["architecture"]), definition.space.arch)
+        params = arch_to_params(ArchConfig.from_dict(t.user_attrs[ARCHITECTURE_ATTR]), definition.space.arch)
         for i in range(seeds):
             if (t.number, i) in present:
                 continue
             origin = {"source_study": source, "source_trial": t.number, "search_rank": rank,
                       "search_val_acc": t.value, "seed_index": i, "published_recipe": t.user_attrs.get(PUBLISHED_ATTR)}
             final.enqueue_trial(params, user_attrs={FIXED_RECIPE_ATTR: recipe, SEED_ATTR: definition.seed + i,
-                                                    FINAL_ATTR: origin, "params": t.user_attrs["params"]})
+                                                    FINAL_ATTR: origin, PARAMS_ATTR: t.user_attrs[PARAMS_ATTR]})
             enqueued.append({**origin, "epochs": recipe["epochs"]})
     return final, enqueued
 
@@ -133,7 +131,7 @@ class FinalObjective(Objective):
     def __call__(self, trial: optuna.Trial) -> float:
         if FINAL_ATTR not in trial.user_attrs:
             # Optuna makes a new trial when the queue is empty: nothing is left to finalize.
-            trial.set_user_attr("unused", "no configuration left to finalize when this worker asked")
+            trial.set_user_attr(UNUSED_ATTR, "no configuration left to finalize when this worker asked")
             trial.study.stop()
             raise optuna.TrialPruned("nothing left to finalize")
         self._test_acc = None
@@ -151,8 +149,8 @@ class FinalObjective(Objective):
                       tta=recipe.tta_flip)
         self._test_acc = ev.accuracy
         val_acc = result.best_val_acc if len(self.data.val) else None
-        trial.set_user_attr("test_acc", ev.accuracy)
-        trial.set_user_attr("val_acc", val_acc)
+        trial.set_user_attr(TEST_ACC_ATTR, ev.accuracy)
+        trial.set_user_attr(VAL_ACC_ATTR, val_acc)
         return {"test_acc": ev.accuracy, "test_images": len(self.test), "val_acc": val_acc}
 
     def model_info(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -196,7 +194,7 @@ def _finished(study: optuna.Study) -> list[FrozenTrial]:
     latest: dict[tuple[int, int], FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
         origin = t.user_attrs.get(FINAL_ATTR)
-        if origin and t.user_attrs.get("test_acc") is not None:
+        if origin and t.user_attrs.get(TEST_ACC_ATTR) is not None:
             key = (origin["source_trial"], origin["seed_index"])
             if key not in latest or t.number > latest[key].number:
                 latest[key] = t
@@ -204,7 +202,7 @@ def _finished(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def final_results(study: optuna.Study, definition: StudyDefinition | None = None) -> dict[str, Any]:
-    definition = definition or StudyDefinition.from_dict(study.user_attrs["definition"])
+    definition = definition or StudyDefinition.from_dict(study.user_attrs[DEFINITION_ATTR])
     spec = definition.final
     by_config: dict[int, list[FrozenTrial]] = {}
     for t in _finished(study):
@@ -212,11 +210,11 @@ def final_results(study: optuna.Study, definition: StudyDefinition | None = None
     configs = []
     for source_trial, runs in by_config.items():
         origin = runs[0].user_attrs[FINAL_ATTR]
-        tests = [r.user_attrs["test_acc"] for r in runs]
-        vals = [r.user_attrs["val_acc"] for r in runs if r.user_attrs.get("val_acc") is not None]
+        tests = [r.user_attrs[TEST_ACC_ATTR] for r in runs]
+        vals = [r.user_attrs[VAL_ACC_ATTR] for r in runs if r.user_attrs.get(VAL_ACC_ATTR) is not None]
         configs.append({
             "source_trial": source_trial, "search_rank": origin["search_rank"], "search_val_acc": origin["search_val_acc"],
-            "published_recipe": origin.get("published_recipe"), "params": runs[0].user_attrs.get("params"),
+            "published_recipe": origin.get("published_recipe"), "params": runs[0].user_attrs.get(PARAMS_ATTR),
             "epochs": runs[0].user_attrs[FIXED_RECIPE_ATTR]["epochs"], "seeds_done": len(runs),
             "test_acc_mean": statistics.fmean(tests), "test_acc_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
             "val_acc_mean": statistics.fmean(vals) if vals else None,
@@ -224,7 +222,7 @@ def final_results(study: optuna.Study, definition: StudyDefinition | None = None
     configs.sort(key=lambda c: (-c["test_acc_mean"], c["search_rank"]))
     for i, c in enumerate(configs, start=1):
         c["final_rank"] = i
-    pending = sum(t.user_attrs.get("test_acc") is None  # a RUNNING run with a test accuracy is done
+    pending = sum(t.user_attrs.get(TEST_ACC_ATTR) is None  # a RUNNING run with a test accuracy is done
                   for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
     return {"source": spec["source"], "full_train": spec["full_train"], "seeds": spec["seeds"],
             "configurations": sorted(configs, key=lambda c: c["search_rank"]),
@@ -254,7 +252,7 @@ def best_final(study: optuna.Study, definition: StudyDefinition) -> tuple[Frozen
     """The finalized model to hand over, and how it was chosen. Never by test accuracy: by
     the mean validation accuracy of the final runs (the best seed's run), or, when they
     trained on all images, by the search's ranking (the first seed's run)."""
-    runs = [t for t in _finished(study) if t.state == TrialState.COMPLETE and t.user_attrs.get("model_artifact")]
+    runs = [t for t in _finished(study) if t.state == TrialState.COMPLETE and t.user_attrs.get(MODEL_ARTIFACT_ATTR)]
     if not runs:
         raise ValueError(f"study {study.study_name!r} has no finished final run yet: run `search worker "
                          f"--study {study.study_name}` first")
@@ -262,9 +260,9 @@ def best_final(study: optuna.Study, definition: StudyDefinition) -> tuple[Frozen
     for t in runs:
         by_config.setdefault(t.user_attrs[FINAL_ATTR]["source_trial"], []).append(t)
     if not definition.final["full_train"]:
-        config = max(by_config.values(), key=lambda rs: (statistics.fmean(r.user_attrs["val_acc"] for r in rs),
+        config = max(by_config.values(), key=lambda rs: (statistics.fmean(r.user_attrs[VAL_ACC_ATTR] for r in rs),
                                                          -rs[0].user_attrs[FINAL_ATTR]["search_rank"]))
-        return max(config, key=lambda r: (r.user_attrs["val_acc"], -r.number)), "best mean final validation accuracy"
+        return max(config, key=lambda r: (r.user_attrs[VAL_ACC_ATTR], -r.number)), "best mean final validation accuracy"
     config = min(by_config.values(), key=lambda rs: rs[0].user_attrs[FINAL_ATTR]["search_rank"])
     return (min(config, key=lambda r: r.user_attrs[FINAL_ATTR]["seed_index"]),
             "the search's ranking (no validation split in a full-train run)")

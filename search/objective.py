@@ -26,13 +26,10 @@ from objectives.train import Trainer
 from storage.artifacts import download_torch, remove_artifact, upload_torch
 
 from .definition import StudyDefinition
-
-BUDGET_CONSTRAINT = "params_over_budget"  # params - budget: <= 0 is feasible
-# An enqueued trial may fix what is otherwise drawn: its recipe (`search enqueue --with-recipe`,
-# `search finalize`) and its training seed. A fixed recipe's run is never pruned: its
-# schedule is not the study's, so the pruner's rungs do not compare it fairly.
-FIXED_RECIPE_ATTR = "fixed_recipe"
-SEED_ATTR = "seed"
+from .trials import (ARCHITECTURE_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
+                     FIXED_RECIPE_ATTR, IMAGES_PER_SECOND_ATTR, INFEASIBLE_ATTR, MACS_ATTR, MODEL_ARTIFACT_ATTR,
+                     PARAMS_ATTR, RECIPE_ATTR, REQUEUED_ATTR, RESUME_CHECKPOINT_ATTR, RESUME_ERROR_ATTR,
+                     RESUMED_FROM_EPOCH_ATTR, SECONDS_ATTR, SEED_ATTR, WORKER_ATTR)
 
 
 class TrialFailed(RuntimeError):
@@ -67,25 +64,25 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         d = self.definition
         self.current_trial_id = trial._trial_id
-        for inherited in ("fail_reason", "requeued"):  # from the attempt this trial retries
+        for inherited in (FAIL_REASON_ATTR, REQUEUED_ATTR):  # from the attempt this trial retries
             if trial.user_attrs.get(inherited):
                 trial.set_user_attr(inherited, None)
         arch = sample_arch(trial, d.space.arch, d.budget)
         fixed_recipe = trial.user_attrs.get(FIXED_RECIPE_ATTR)
         recipe = Recipe.from_dict(fixed_recipe) if fixed_recipe else sample_recipe(trial, d.space.recipe)
         params = count_params(arch)
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("macs", count_macs(arch))
+        trial.set_user_attr(PARAMS_ATTR, params)
+        trial.set_user_attr(MACS_ATTR, count_macs(arch))
         trial.set_constraint(BUDGET_CONSTRAINT, float(params - d.budget))
         if params > d.budget:
             # COMPLETE but infeasible: constrained TPE learns the region from the constraint
             # value, and best_trial ignores it. Nothing was built or trained.
-            trial.set_user_attr("infeasible", f"over budget: {params:,} trainable parameters > budget {d.budget:,}")
+            trial.set_user_attr(INFEASIBLE_ATTR, f"over budget: {params:,} trainable parameters > budget {d.budget:,}")
             return 0.0
-        trial.set_user_attr("architecture", arch.to_dict())
-        trial.set_user_attr("recipe", recipe.to_dict())
-        trial.set_user_attr("device", device_name(self.device))
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr(ARCHITECTURE_ATTR, arch.to_dict())
+        trial.set_user_attr(RECIPE_ATTR, recipe.to_dict())
+        trial.set_user_attr(DEVICE_ATTR, device_name(self.device))
+        trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
         storage = trial.study._storage
         try:
             trainer = Trainer(arch, recipe, self.data, self.device, seed=trial.user_attrs.get(SEED_ATTR, d.seed + trial.number),
@@ -93,7 +90,7 @@ class Objective:
         except torch.OutOfMemoryError as e:
             return self._fail(trial, f"out of memory building the model: {str(e).splitlines()[0]}")
         resumed_from = self._resume(trial, trainer)
-        previous = trial.user_attrs.get("resume_checkpoint")
+        previous = trial.user_attrs.get(RESUME_CHECKPOINT_ATTR)
         started = time.perf_counter()
 
         def on_epoch(epoch: int, metrics: dict[str, Any]) -> bool:
@@ -103,11 +100,11 @@ class Objective:
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, epoch, recipe.epochs, metrics, time.perf_counter() - started,
                               epoch - resumed_from)
-            trial.set_user_attr("curve", _curve(trainer.history))
+            trial.set_user_attr(CURVE_ATTR, _curve(trainer.history))
             if epoch < recipe.epochs:
                 ckpt_id = upload_torch(self.store, trial, trainer.checkpoint(), f"resume-epoch{epoch}.pt", storage)
                 current = {"artifact_id": ckpt_id, "trial_id": trial._trial_id, "epoch": epoch}
-                trial.set_user_attr("resume_checkpoint", current)
+                trial.set_user_attr(RESUME_CHECKPOINT_ATTR, current)
                 self._remove_own(trial, previous)
                 previous = current
             return not fixed_recipe and trial.should_prune()
@@ -115,14 +112,14 @@ class Objective:
         result = trainer.run(on_epoch, should_stop=self.should_stop)
         seconds = time.perf_counter() - started
         if result.status == "interrupted":
-            trial.set_user_attr("fail_reason", f"worker stopped mid-trial ({result.reason}); re-queued")
-            trial.set_user_attr("requeued", True)
+            trial.set_user_attr(FAIL_REASON_ATTR, f"worker stopped mid-trial ({result.reason}); re-queued")
+            trial.set_user_attr(REQUEUED_ATTR, True)
             raise WorkerStopping(result.reason)
         history = result.history
-        trial.set_user_attr("seconds", round(seconds, 2))
+        trial.set_user_attr(SECONDS_ATTR, round(seconds, 2))
         trained = history[resumed_from:]  # the epochs this process ran (history[i] is epoch i + 1)
         if trained:
-            trial.set_user_attr("images_per_second", round(sum(h["images_per_second"] for h in trained) / len(trained), 1))
+            trial.set_user_attr(IMAGES_PER_SECOND_ATTR, round(sum(h["images_per_second"] for h in trained) / len(trained), 1))
         if result.best_state is not None:
             metrics = {"val_acc": result.best_val_acc, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
             if result.status == "completed":
@@ -131,11 +128,11 @@ class Objective:
                 arch, recipe.to_dict(), result.best_state, self.data.mean, self.data.std, metrics,
                 data={"val_size": d.val_size, "seed": d.seed, "train_limit": d.train_limit},
                 study=self.study_name, trial=trial.number, **self.model_info(trial)), "model.pt", storage)
-            trial.set_user_attr("model_artifact", model_id)
-            trial.set_user_attr("best_epoch", result.best_epoch)
+            trial.set_user_attr(MODEL_ARTIFACT_ATTR, model_id)
+            trial.set_user_attr(BEST_EPOCH_ATTR, result.best_epoch)
         if previous:  # the run is over: its resume checkpoint is no longer needed
             self._remove_own(trial, previous)
-            trial.set_user_attr("resume_checkpoint", None)
+            trial.set_user_attr(RESUME_CHECKPOINT_ATTR, None)
         if result.status in ("diverged", "oom"):
             return self._fail(trial, result.reason)
         if result.status == "stopped":
@@ -156,15 +153,15 @@ class Objective:
 
     def _resume(self, trial: optuna.Trial, trainer: Trainer) -> int:
         """Load the checkpoint a retried trial inherited; returns the epoch it resumes after."""
-        ref = trial.user_attrs.get("resume_checkpoint")
+        ref = trial.user_attrs.get(RESUME_CHECKPOINT_ATTR)
         if not ref:
             return 0
         try:
             trainer.load_checkpoint(download_torch(self.store, ref["artifact_id"]))
         except Exception as e:  # a missing or damaged checkpoint: start over rather than fail
-            trial.set_user_attr("resume_error", f"could not resume from epoch {ref.get('epoch')}: {e}")
+            trial.set_user_attr(RESUME_ERROR_ATTR, f"could not resume from epoch {ref.get('epoch')}: {e}")
             return 0
-        trial.set_user_attr("resumed_from_epoch", trainer.epoch)
+        trial.set_user_attr(RESUMED_FROM_EPOCH_ATTR, trainer.epoch)
         return trainer.epoch
 
     def _remove_own(self, trial: optuna.Trial, ref: dict[str, Any] | None) -> None:
@@ -178,5 +175,5 @@ class Objective:
 
     @staticmethod
     def _fail(trial: optuna.Trial, reason: str) -> float:
-        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr(FAIL_REASON_ATTR, reason)
         raise TrialFailed(reason)

@@ -8,52 +8,44 @@ from optuna.trial import TrialState
 
 from .eta import _now, progress_to_target, target_reached_message, time_by_state
 from .progress import format_duration
-
-def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The most accurate trial within the budget (earlier trial on ties): pareto's rule, no size limit."""
-    from .pareto import best_within
-    return best_within(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+from .trials import (ARCHITECTURE_ATTR, FAIL_REASON_ATTR, INFEASIBLE_STATE, MACS_ATTR, MODEL_ARTIFACT_ATTR,
+                     PARAMS_ATTR, RECIPE_ATTR, STATE_NAMES, best_feasible, counts_as_trained, state_name)
 
 
 def summarize(study: optuna.Study) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): 0 for s in TrialState}
-    counts["infeasible"] = 0
+    counts[INFEASIBLE_STATE] = 0
     for t in trials:
-        if t.state == TrialState.COMPLETE and "infeasible" in t.user_attrs:
-            counts["infeasible"] += 1
-        else:
-            counts[t.state.name.lower()] += 1
-    trained = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-               and "infeasible" not in t.user_attrs and t.datetime_start and t.datetime_complete]
+        counts[state_name(t)] += 1
+    trained = [t for t in trials if counts_as_trained(t)]
+    timed = [t for t in trained if t.datetime_start and t.datetime_complete]
     per_hour = None
-    if trained:
-        start = min(t.datetime_start for t in trained)
-        end = max(t.datetime_complete for t in trained)
+    if timed:
+        start = min(t.datetime_start for t in timed)
+        end = max(t.datetime_complete for t in timed)
         hours = max((end - start).total_seconds(), 1.0) / 3600
-        per_hour = round(len(trained) / hours, 1)
+        per_hour = round(len(timed) / hours, 1)
     best = best_feasible(study)
     best_info = None
     if best is not None:
-        arch = best.user_attrs.get("architecture", {})
+        arch = best.user_attrs.get(ARCHITECTURE_ATTR, {})
         best_info = {
-            "trial": best.number, "val_acc": best.value, "params": best.user_attrs.get("params"),
-            "macs": best.user_attrs.get("macs"),
+            "trial": best.number, "val_acc": best.value, "params": best.user_attrs.get(PARAMS_ATTR),
+            "macs": best.user_attrs.get(MACS_ATTR),
             "stages": [(s["blocks"], s["channels"], s["conv_kernel"], s["skip_kernel"]) for s in arch.get("stages", [])],
             "pool_kernel": arch.get("pool_kernel"),
-            "recipe": {k: v for k, v in best.user_attrs.get("recipe", {}).items()
+            "recipe": {k: v for k, v in best.user_attrs.get(RECIPE_ATTR, {}).items()
                        if k in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "epochs", "batch_size",
                                 "cutout", "mixup_alpha", "label_smoothing", "ema_decay")},
-            "has_checkpoint": bool(best.user_attrs.get("model_artifact")),
+            "has_checkpoint": bool(best.user_attrs.get(MODEL_ARTIFACT_ATTR)),
         }
-    trained_count = sum(t.state != TrialState.FAIL or (bool(t.user_attrs.get("fail_reason"))
-                                                          and not t.user_attrs.get("requeued")) for t in trained)
     rate = per_hour
-    if trained and any(t.state == TrialState.RUNNING for t in trials):  # measured up to now while work goes on
-        hours = max((_now() - min(t.datetime_start for t in trained)).total_seconds(), 1.0) / 3600
-        rate = len(trained) / hours
-    progress = progress_to_target(study, trained_count, rate)
-    failures = [{"trial": t.number, "reason": t.user_attrs.get("fail_reason") or "worker lost (heartbeat stale); re-queued"}
+    if timed and any(t.state == TrialState.RUNNING for t in trials):  # measured up to now while work goes on
+        hours = max((_now() - min(t.datetime_start for t in timed)).total_seconds(), 1.0) / 3600
+        rate = len(timed) / hours
+    progress = progress_to_target(study, len(trained), rate)
+    failures = [{"trial": t.number, "reason": t.user_attrs.get(FAIL_REASON_ATTR) or "worker lost (heartbeat stale); re-queued"}
                 for t in trials if t.state == TrialState.FAIL][-5:]
     return {"study": study.study_name, "trials": len(trials), "counts": counts, "trials_per_hour": per_hour,
             "best": best_info, "recent_failures": failures, "progress": progress,
@@ -63,7 +55,7 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
 def format_summary(s: dict[str, Any]) -> str:
     c = s["counts"]
     lines = [f"study {s['study']}: {s['trials']} trials",
-             "  " + ", ".join(f"{k} {c[k]}" for k in ("complete", "pruned", "infeasible", "fail", "running", "waiting")),
+             "  " + ", ".join(f"{k} {c[k]}" for k in STATE_NAMES),
              f"  trained trials per hour: {s['trials_per_hour'] if s['trials_per_hour'] is not None else '-'}"]
     lines += _progress_lines(s)
     b = s["best"]

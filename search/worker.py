@@ -32,18 +32,8 @@ from .objective import Objective, TrialFailed, WorkerStopping
 from .options import to_json
 from .progress import EpochPrinter, describe_config
 from .settings import WORKER_OPTIONS_ENV, WorkerOptions
-
-
-def trained_trials(study: optuna.Study) -> int:
-    """Trials that cost training and ended: feasible COMPLETE, PRUNED, and FAIL with a reason
-    (NaN, OOM). A killed or stopped worker's FAIL is not counted: its retry will be."""
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
-        if t.state == TrialState.FAIL:
-            n += bool(t.user_attrs.get("fail_reason")) and not t.user_attrs.get("requeued")
-        else:
-            n += "infeasible" not in t.user_attrs
-    return n
+from .trials import (FAIL_REASON_ATTR, PARAMS_ATTR, REQUEUED_ATTR, SECONDS_ATTR, TEST_ACC_ATTR, VAL_ACC_ATTR, counts_as_trained,
+                     is_infeasible, trained_trials)
 
 
 class StopFlag:
@@ -75,14 +65,14 @@ class StopFlag:
 
 def _log_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
     a = t.user_attrs
-    if "infeasible" in a:
-        what = f"infeasible ({a['params']:,} params)"
+    if is_infeasible(t):
+        what = f"infeasible ({a[PARAMS_ATTR]:,} params)"
     elif t.state == TrialState.FAIL:
-        what = f"failed: {a.get('fail_reason') or 'see the log'}"
+        what = f"failed: {a.get(FAIL_REASON_ATTR) or 'see the log'}"
     else:
         value = t.value if t.state == TrialState.COMPLETE else (max(t.intermediate_values.values()) if t.intermediate_values else float('nan'))
-        metric = "test_acc" if "test_acc" in a else "val_acc"  # a final run's value is its test accuracy
-        what = f"{t.state.name.lower()} {metric} {value:.4f}, {a.get('params', 0):,} params, {a.get('seconds', 0):.0f} s"
+        metric = TEST_ACC_ATTR if TEST_ACC_ATTR in a else VAL_ACC_ATTR  # a final run's value is its test accuracy
+        what = f"{t.state.name.lower()} {metric} {value:.4f}, {a.get(PARAMS_ATTR, 0):,} params, {a.get(SECONDS_ATTR, 0):.0f} s"
         config = describe_config(a)
         what += f" ({config})" if config else ""
     print(f"[{study.study_name}] trial {t.number}: {what}", flush=True)
@@ -211,17 +201,17 @@ class HopelessWatch:
         self.budget, self.streak, self.message = budget, 0, ""
 
     def after(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, db: DatabaseRetry) -> bool:
-        if "infeasible" not in trial.user_attrs:
+        if not is_infeasible(trial):
             self.streak = 0
             return False
         self.streak += 1
         if self.streak < HOPELESS_STREAK:
             return False
         done = db.call(study.get_trials, deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if any("infeasible" not in t.user_attrs for t in done):
+        if any(not is_infeasible(t) for t in done):
             self.streak = 0
             return False
-        smallest = min(t.user_attrs.get("params", 0) for t in done if "infeasible" in t.user_attrs)
+        smallest = min(t.user_attrs.get(PARAMS_ATTR, 0) for t in done if is_infeasible(t))
         self.message = (f"study {study.study_name!r}: {self.streak} samples in a row over the budget of "
                         f"{self.budget:,} parameters and none within it (smallest sampled: {smallest:,}); "
                         f"stopping: raise the budget or narrow the space")
@@ -243,14 +233,13 @@ def _recover_interrupted(study: optuna.Study, storage, trial_id: int | None) -> 
     trial = storage.get_trial(trial_id)
     if trial.state == TrialState.RUNNING:
         try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", "database outage mid-trial; re-queued")
-            storage.set_trial_user_attr(trial_id, "requeued", True)
+            storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, "database outage mid-trial; re-queued")
+            storage.set_trial_user_attr(trial_id, REQUEUED_ATTR, True)
             storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # a peer's stale-trial check failed it meanwhile
         trial = storage.get_trial(trial_id)
-    counted = trial.user_attrs.get("fail_reason") and not trial.user_attrs.get("requeued")
-    if trial.state != TrialState.FAIL or counted or _requeued_elsewhere(study, storage, trial_id, quiet=False):
+    if trial.state != TrialState.FAIL or counts_as_trained(trial) or _requeued_elsewhere(study, storage, trial_id, quiet=False):
         return None
     RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, trial)
     return trial.number

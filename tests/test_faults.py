@@ -14,7 +14,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search.cli import main
-from search.worker import trained_trials
+from search.trials import trained_trials
 from tests.servers import PostgresServer, free_port
 from tests.helpers import FIXED_SPACE, SEARCH, load, running_checkpoint, search, space_file, wait_for, worker
 

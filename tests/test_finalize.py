@@ -15,9 +15,9 @@ import pytest
 from optuna.trial import TrialState
 
 from search.definition import load_study
-from search.finalize import FINAL_ATTR, spearman
-from search.objective import FIXED_RECIPE_ATTR, SEED_ATTR
-from search.pareto import best_within, pareto_front
+from search.finalize import spearman
+from search.pareto import pareto_front
+from search.trials import BUDGET_CONSTRAINT, FINAL_ATTR, FIXED_RECIPE_ATTR, SEED_ATTR, best_feasible
 from tests.helpers import load, one_line_error, search, space_file, wait_for, worker
 
 # Two stages of one block, three widths, two schedules: trials differ in size and accuracy.
@@ -45,7 +45,7 @@ def test_finalize_trains_k_by_n_runs_resumes_a_killed_one_and_exports(env, tmp_p
     assert [r["trial"] for r in front["params"]] == [t.number for t in pareto_front(trials, "params")]
     sizes = sorted({t.user_attrs["params"] for t in trials})
     limit = sizes[0]  # the smallest design's size: larger ones are out
-    small = best_within(trials, max_params=limit)
+    small = best_feasible(load(url, "s"), max_params=limit)
     search("export-best", "--study", "s", "--storage", url, "--max-params", str(limit), "--out",
            str(tmp_path / "small.pt"), env=env)
     exported = subprocess.run([sys.executable, "-c", f"import torch; d = torch.load({str(tmp_path / 'small.pt')!r}, "
@@ -138,8 +138,10 @@ def test_finalize_trains_k_by_n_runs_resumes_a_killed_one_and_exports(env, tmp_p
 
 
 def trial(number: int, value: float | None, params: int, macs: int, state=TrialState.COMPLETE, **attrs):
+    """As the objective records a sample: its sizes, and the budget constraint (over it: > 0)."""
     t = optuna.trial.create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
-                                  user_attrs={"params": params, "macs": macs, **attrs})
+                                  user_attrs={"params": params, "macs": macs, **attrs},
+                                  constraints={BUDGET_CONSTRAINT: 1.0 if "infeasible" in attrs else -1.0})
     t.number = number
     return t
 
@@ -159,11 +161,15 @@ def test_pareto_front_ties_and_infeasible():
     ]
     assert [t.number for t in pareto_front(trials, "params")] == [2, 0, 1, 4, 5]
     assert [t.number for t in pareto_front(trials, "macs")] == [3, 5]  # 1 and 0: as accurate as 3, more MACs
-    assert best_within(trials, max_params=1_000).number == 0   # 0.80 tie: the earlier trial
-    assert best_within(trials, max_params=2_999).number == 4
-    assert best_within(trials, max_params=10_000).number == 5  # the infeasible 0.99 is never chosen
-    assert best_within(trials, max_params=10_000, max_macs=45).number == 1
-    assert best_within(trials, max_params=899) is None
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(trials)
+    assert best_feasible(study).number == study.best_trial.number == 5  # the infeasible 0.99 is never chosen
+    assert best_feasible(study, max_params=1_000).number == 0   # 0.80 tie: the earlier trial
+    assert best_feasible(study, max_params=2_999).number == 4
+    assert best_feasible(study, max_params=10_000).number == 5
+    assert best_feasible(study, max_params=10_000, max_macs=45).number == 1
+    assert best_feasible(study, max_params=899) is None
+    assert best_feasible(optuna.create_study()) is None  # no trial yet
     with pytest.raises(ValueError):
         pareto_front(trials, "flops")
 
@@ -228,7 +234,8 @@ def test_training_without_validation_keeps_the_last_epoch(cifar_small):
 def test_final_schedule_defaults_and_published_epochs():
     from objectives.published import PUBLISHED_RECIPES
     from objectives.recipe import Recipe
-    from search.finalize import EPOCHS_FACTOR, PUBLISHED_ATTR, final_recipe
+    from search.finalize import EPOCHS_FACTOR, final_recipe
+    from search.trials import PUBLISHED_ATTR
 
     searched = optuna.trial.create_trial(value=0.5, user_attrs={"recipe": Recipe(
         epochs=20, schedule="step", step_every_epochs=10).to_dict()})

@@ -11,7 +11,8 @@ from objectives.data import load_cifar10
 from objectives.recipe import Recipe
 from objectives.prepare import prepare_data
 from search.definition import StudyDefinition
-from search.objective import BUDGET_CONSTRAINT, Objective
+from search.objective import Objective
+from search.trials import BUDGET_CONSTRAINT
 from storage.artifacts import open_artifact_store
 
 

@@ -11,8 +11,7 @@ from optuna.trial import TrialState
 from objectives import count_params, get_preset
 from objectives.published import PUBLISHED_RECIPES, PublishedRecipe, get_published_recipe
 from objectives.recipe import Recipe
-from search.finalize import PUBLISHED_ATTR
-from search.objective import FIXED_RECIPE_ATTR
+from search.trials import FIXED_RECIPE_ATTR, PUBLISHED_ATTR
 from tests.conftest import SHARED
 from tests.helpers import load, one_line_error, search
 

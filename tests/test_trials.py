@@ -1,0 +1,103 @@
+"""The trial vocabulary: what counts as infeasible and as trained, the best feasible trial, and
+the report drawn from a study of recorded trials (no training: every state built by hand)."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from PIL import Image
+
+from search.definition import StudyDefinition
+from search.report import MIN_TRIALS_FOR_IMPORTANCES, write_report
+from search.status import summarize
+from search.trials import (BUDGET_CONSTRAINT, FAIL_REASON_ATTR, INFEASIBLE_ATTR, MACS_ATTR, PARAMS_ATTR,
+                           REQUEUED_ATTR, best_feasible, counts_as_trained, is_infeasible, trained_trials)
+
+BUDGET = 10_000
+DISTRIBUTIONS = {"width": IntDistribution(8, 64), "lr": FloatDistribution(1e-3, 1.0, log=True)}
+
+
+def sample(state=TrialState.COMPLETE, value=None, params=5_000, epochs=(), start=None, **attrs):
+    """A trial as a worker leaves it: sizes, the budget constraint, the epochs it reported."""
+    rng = np.random.default_rng(params)
+    t = optuna.trial.create_trial(
+        state=state, value=value if state == TrialState.COMPLETE else None,
+        params={"width": int(rng.integers(8, 65)), "lr": float(rng.uniform(1e-3, 1.0))}, distributions=DISTRIBUTIONS,
+        user_attrs={PARAMS_ATTR: params, MACS_ATTR: params * 10, **attrs},
+        intermediate_values=dict(enumerate(epochs, start=1)), constraints={BUDGET_CONSTRAINT: float(params - BUDGET)})
+    start = start or dt.datetime(2026, 1, 1)
+    t.datetime_start, t.datetime_complete = start, start + dt.timedelta(minutes=10)
+    return t
+
+
+def test_trained_means_it_trained_ended_and_no_retry_follows():
+    over = sample(value=0.0, params=20_000, **{INFEASIBLE_ATTR: "over budget"})
+    cases = {
+        "complete": (sample(value=0.8, epochs=[0.7, 0.8]), True),
+        "over budget": (over, False),
+        "pruned after an epoch": (sample(TrialState.PRUNED, epochs=[0.3]), True),
+        "pruned with no epoch (an unused finalize placeholder)": (sample(TrialState.PRUNED), False),
+        "failed: NaN": (sample(TrialState.FAIL, **{FAIL_REASON_ATTR: "diverged"}), True),
+        "failed and re-queued": (sample(TrialState.FAIL, **{FAIL_REASON_ATTR: "worker stopped", REQUEUED_ATTR: True}),
+                                 False),
+        "failed by the heartbeat check": (sample(TrialState.FAIL), False),
+        "running": (sample(TrialState.RUNNING, epochs=[0.5]), False),
+    }
+    for name, (t, trained) in cases.items():
+        assert counts_as_trained(t) == trained, name
+    assert is_infeasible(over) and not is_infeasible(cases["complete"][0])
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([t for t, _ in cases.values() if t.state != TrialState.RUNNING])
+    assert trained_trials(study) == 3
+    # status counts the same trials towards its target, and its rate: 3 in 10 minutes.
+    s = summarize(study)
+    assert s["progress"]["trained"] == 3 and s["trials_per_hour"] == 18.0
+    assert s["counts"]["infeasible"] == 1 and s["counts"]["complete"] == 1
+
+
+def test_best_feasible_is_optunas_best_trial_and_none_without_one():
+    study = optuna.create_study(direction="maximize")
+    assert best_feasible(study) is None
+    study.add_trial(sample(value=0.0, params=BUDGET + 1, **{INFEASIBLE_ATTR: "over budget"}))
+    assert best_feasible(study) is None  # over budget only: nothing to name
+    study.add_trial(sample(value=0.6, params=4_000))
+    study.add_trial(sample(value=0.7, params=9_000))
+    assert best_feasible(study).number == study.best_trial.number == 2
+    assert best_feasible(study, max_params=5_000).number == 1
+    assert best_feasible(study, max_macs=30_000) is None
+
+
+def coloured_pixels(path) -> int:
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return int((pixels.max(axis=2) - pixels.min(axis=2) > 60).sum())
+
+
+@pytest.mark.parametrize("n_trained", [MIN_TRIALS_FOR_IMPORTANCES - 1, MIN_TRIALS_FOR_IMPORTANCES + 2])
+def test_report_draws_importances_only_from_enough_trained_trials(tmp_path, n_trained):
+    rng = np.random.default_rng(0)
+    study = optuna.create_study(direction="maximize")
+    start = dt.datetime(2026, 1, 1)
+    for i in range(n_trained):
+        at = start + dt.timedelta(minutes=10 * i)
+        curve = list(np.cumsum(rng.uniform(0.05, 0.2, 3)))
+        study.add_trial(sample(value=curve[-1], params=3_000 + 500 * i, epochs=curve, start=at) if i % 3 else
+                        sample(TrialState.PRUNED, params=3_000 + 500 * i, epochs=curve[:1], start=at))
+    for i in range(5):  # over budget: not trained, never counted among the importances' trials
+        study.add_trial(sample(value=0.0, params=BUDGET * 2 + i, **{INFEASIBLE_ATTR: "over budget"}))
+    files = write_report(study, StudyDefinition(budget=BUDGET), tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert [f.name for f in files] == ["history.png", "accuracy_vs_params.png", "learning_curves.png",
+                                       "importances.png", "summary.md"]
+    assert f"## Best trial: {study.best_trial.number}" in summary and "| infeasible | 5 |" in summary
+    for name in ("history", "accuracy_vs_params", "learning_curves"):
+        assert coloured_pixels(tmp_path / f"{name}.png") > 40, name
+    if n_trained < MIN_TRIALS_FOR_IMPORTANCES:
+        assert f"no importances: {n_trained} trained trials" in summary
+        assert coloured_pixels(tmp_path / "importances.png") == 0  # the reason in grey text, no bars
+    else:
+        assert "no importances" not in summary
+        assert coloured_pixels(tmp_path / "importances.png") > 400  # Optuna's bars

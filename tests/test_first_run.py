@@ -231,3 +231,16 @@ def test_ctrl_c_stops_the_trial_within_seconds_and_says_how_to_exit_at_once(cifa
     assert proc.returncode == 130, "".join(lines) + rest  # 128 + SIGINT: interrupted, as a shell reports it
     assert "press Ctrl-C again to exit at once" in rest and "interrupted, re-queued to resume" in rest, rest
     assert waited < 60, waited  # a training step, the re-queue and the exit; not the 299 epochs left
+
+
+def test_trial_line_says_what_the_sampler_chose_including_block_types():
+    from search.progress import describe_config
+    from search.trials import ARCHITECTURE_ATTR, RECIPE_ATTR
+    arch = {"stages": [{"channels": 32, "block": "bottleneck"}, {"channels": 64, "block": "preact"},
+                       {"channels": 128, "block": "bottleneck"}]}
+    line = describe_config({RECIPE_ATTR: {"optimizer": "adamw", "lr": 0.00213, "batch_size": 256}, ARCHITECTURE_ATTR: arch})
+    assert line == "adamw lr 0.00213, batch 256; 3 bottleneck/preact stages, widths 32-128"
+    arch = {"stages": [{"channels": 16}]}  # stored before block types: basic
+    assert describe_config({RECIPE_ATTR: {"optimizer": "sgd", "lr": 0.1, "batch_size": 64},
+                            ARCHITECTURE_ATTR: arch}).endswith("1 basic stage, widths 16-16")
+    assert describe_config({}) == ""

@@ -84,12 +84,29 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
                           max_retry=max_retry, inherit_intermediate_values=True))
     try:
         from .heartbeat import RDBStorageWithSteadyHeartbeat
-        return RDBStorageWithSteadyHeartbeat(url, engine_kwargs=engine_options(url), **kwargs)
+        # Optuna's own schema check holds a transaction open on one connection while it reads
+        # the schema version on a second. Behind PgBouncer in transaction mode, workers starting
+        # together then each hold a server connection and wait for another: with a pool as
+        # small as the number of workers, all of them wait until PgBouncer drops them. The
+        # same check, one connection at a time, is `check_schema`.
+        storage = RDBStorageWithSteadyHeartbeat(url, engine_kwargs=engine_options(url), skip_compatibility_check=True,
+                                                **kwargs)
+        check_schema(storage)
+        return storage
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as e:
         raise ValueError(f"bad storage URL {redact(url)!r}: {e}") from e
     except sqlalchemy.exc.OperationalError as e:
         reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
         raise StorageUnavailable(f"cannot open storage {redact(url)}: {reason}") from e
+
+
+def check_schema(storage: RDBStorage) -> None:
+    """Refuse a database whose tables another Optuna version laid out, as Optuna does."""
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current != head:
+        how = ("run `optuna storage upgrade --storage URL`" if current in storage.get_all_versions()
+               else "upgrade optuna (pip install -U optuna)")
+        raise ValueError(f"the database's Optuna tables are at schema version {current}, this Optuna needs {head}: {how}")
 
 
 def quiet_optuna() -> None:

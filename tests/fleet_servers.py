@@ -55,11 +55,12 @@ class S3Server:
 class PgBouncer:
     """Debian's pgbouncer in transaction pooling mode in front of `postgres` (trust auth)."""
 
-    def __init__(self, postgres, pool_size: int = 4, max_client_conn: int = 500):
+    def __init__(self, postgres, pool_size: int = 4, max_client_conn: int = 500, query_wait_timeout: int = 120):
         self.postgres = postgres
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="resnet-search-pgbouncer-"))
         self.pool_size, self.max_client_conn = pool_size, max_client_conn
+        self.query_wait_timeout = query_wait_timeout  # s a client waits for a server connection before it is dropped
         self.proc: subprocess.Popen | None = None
 
     def url(self, database_url: str) -> str:
@@ -81,6 +82,7 @@ auth_file = {self.root}/users.txt
 pool_mode = transaction
 default_pool_size = {self.pool_size}
 max_client_conn = {self.max_client_conn}
+query_wait_timeout = {self.query_wait_timeout}
 logfile = {self.root}/pgbouncer.log
 pidfile = {self.root}/pgbouncer.pid
 admin_users = postgres

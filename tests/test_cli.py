@@ -148,3 +148,19 @@ def test_help_shows_the_declared_defaults():
     for env, default in ((settings.STORAGE_ENV, settings.DEFAULT_STORAGE), (settings.DATA_DIR_ENV, settings.DEFAULT_DATA_DIR),
                          (settings.ARTIFACTS_ENV, settings.DEFAULT_ARTIFACTS)):
         assert f"${env}, else " in worker and default in worker, env
+
+
+def test_tables_of_another_optuna_schema_are_refused_in_one_line_and_left_as_they_are(tmp_path):
+    import sqlite3
+    db = tmp_path / "search.db"
+    url = f"sqlite:///{db}"
+    subprocess.run([SEARCH, "create", "--study", "s", "--storage", url, "--budget", "300000"], check=True,
+                   capture_output=True)
+    with sqlite3.connect(db) as c:  # as an older Optuna would have left it
+        c.execute("UPDATE alembic_version SET version_num = 'v3.0.0.d'")
+    before = db.read_bytes()
+    proc = subprocess.run([SEARCH, "status", "--study", "s", "--storage", url], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "schema version v3.0.0.d" in line and "optuna storage upgrade" in line
+    assert db.read_bytes() == before

@@ -10,6 +10,7 @@ from torch import nn
 
 from .architecture import ArchConfig
 from .blocks import BlockPlan, Layers
+from .layers import SqueezeExcite
 from .plan import network_plan
 
 
@@ -40,9 +41,19 @@ class ResidualBlock(nn.Module):
         skip = _run(self, self.shortcut_path, h) if self.shortcut_path else x
         return _run(self, self.post, _run(self, self.residual, h) + skip)
 
-    def last_residual_bn(self) -> nn.BatchNorm2d | None:
-        bns = [m for name in self.residual for m in getattr(self, name).modules() if isinstance(m, nn.BatchNorm2d)]
-        return bns[-1] if bns else None
+    def zero_init_last(self) -> None:
+        """Make the residual branch start at zero, so the block starts as the identity (Goyal et
+        al., 2017): zero the branch's last scale, the BN after its last conv where there is one
+        (basic, bottleneck), else that conv's weight (pre-activation, whose last conv follows
+        BN-act: zeroing that BN would put every activation at 0, where ReLU passes no gradient,
+        and the branch would never train; timm zeroes the conv there too)."""
+        for name in reversed(self.residual):
+            module = getattr(self, name)
+            if isinstance(module, SqueezeExcite) or not any(True for _ in module.parameters()):
+                continue  # SE gates the branch's output, activations and dropout hold nothing to zero
+            bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+            nn.init.zeros_(bns[-1].weight if bns else module.weight)
+            return
 
 
 class ResNet(nn.Module):
@@ -60,12 +71,9 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        # Zero the last BN of each residual branch: every block starts as identity, which trains
-        # deep configs stably from the first step (Goyal et al., 2017). In a pre-activation block
-        # that BN is followed by act and conv: act(0) = 0 for every activation, so it does too.
         for m in self.modules():
-            if isinstance(m, ResidualBlock) and (bn := m.last_residual_bn()) is not None:
-                nn.init.zeros_(bn.weight)
+            if isinstance(m, ResidualBlock):
+                m.zero_init_last()  # every block starts as the identity: deep configs train stably
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _run(self, self.head, self.final(self.stages(self.stem(x))))

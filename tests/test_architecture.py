@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from objectives import PRESETS, ArchConfig, StageConfig, build, check_budget, count_macs, count_params
 from objectives.activations import ACTIVATIONS, make_activation
 from objectives.architecture import BLOCK_TYPES
+from objectives.blocks import BLOCKS
 from objectives.counting import OverBudgetError
 from tests.archgen import random_arch
 
@@ -161,6 +162,35 @@ def test_every_activation_maps_zero_to_zero_and_a_fresh_block_is_the_identity(na
     model, x = build(arch).eval(), torch.randn(2, 3, 32, 32)
     stem = model.stem(x)
     assert torch.equal(model.stages(stem), stem)
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_every_block_type_starts_as_the_identity_and_its_whole_branch_trains(block, name):
+    # A block starting as the identity must not start dead: zeroing a BN that feeds an
+    # activation (pre-activation's inner BN) leaves ReLU with no gradient, forever.
+    arch = ArchConfig(stages=(StageConfig(1, 8, block=block), StageConfig(1, 16, block=block)), pool_kernel=16,
+                      activation=name, se_ratio=2)
+    torch.manual_seed(0)
+    model = build(arch).train()
+    first = model.stages[0][0]
+    with torch.no_grad():  # the residual branch of a fresh block outputs exactly zero
+        h = _run(first, first.pre, model.stem(torch.randn(2, 3, 32, 32)))
+        assert _run(first, first.residual, h).abs().max() == 0
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    dead = [n for n, p in first.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not dead, f"{block}/{name}: no gradient reaches {dead}"
+
+
+def _run(block, names, x):
+    for name in names:
+        x = getattr(block, name)(x)
+    return x
 
 
 def test_unknown_activation_is_an_error_not_a_fallback():

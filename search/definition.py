@@ -88,8 +88,8 @@ def create_study(storage, name: str, definition: StudyDefinition) -> optuna.Stud
     wanted = definition.to_dict()
     if stored is None:
         study.set_user_attr(DEFINITION_ATTR, wanted)
-    elif json.dumps(stored, sort_keys=True) != json.dumps(wanted, sort_keys=True):
-        diff = "; ".join(f"{key}: stored {a}, given {b}" for key, a, b in definition_diff(stored, wanted))
+    elif differences := [d for d in definition_diff(stored, wanted) if not _newer_default(*d)]:
+        diff = "; ".join(f"{key}: stored {a}, given {b}" for key, a, b in differences)
         raise ValueError(f"study {name!r} exists with a different definition: {diff}. Run it with the stored "
                          f"settings, or use another --study name")
     return study
@@ -103,6 +103,17 @@ def check_study_name(name: str) -> str:
     if not name.isprintable():
         raise ValueError(f"--study: the study name must be printable text, got {name!r}")
     return name
+
+
+# Fields added to the definition after studies were stored, with their default. A stored
+# definition without the field keeps its old reading of it (objectives.space reads a space
+# without `block_types` as basic blocks only), so re-running `search create`/`run` with the
+# defaults after an upgrade is the same study, not a clash; a value given on purpose still is.
+NEWER_FIELDS = {"space.arch.block_types": json.dumps(list(SearchSpace().arch.block_types))}
+
+
+def _newer_default(key: str, stored: str, given: str) -> bool:
+    return stored == "null" and NEWER_FIELDS.get(key) == given
 
 
 def definition_diff(stored: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:

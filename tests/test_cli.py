@@ -164,3 +164,23 @@ def test_tables_of_another_optuna_schema_are_refused_in_one_line_and_left_as_the
     (line,) = proc.stderr.strip().splitlines()
     assert "schema version v3.0.0.d" in line and "optuna storage upgrade" in line
     assert db.read_bytes() == before
+
+
+def test_a_study_stored_before_block_types_reruns_with_the_defaults_and_keeps_its_basic_blocks(tmp_path):
+    import optuna
+    from search.definition import DEFINITION_ATTR
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    args = ("--study", "s", "--storage", url, "--train-limit", "200", "--epochs", "1")
+    assert run("create", *args).returncode == 0
+    study = optuna.load_study(study_name="s", storage=url)
+    old = study.user_attrs[DEFINITION_ATTR]
+    del old["space"]["arch"]["block_types"]  # as every study stored before block types existed
+    study.set_user_attr(DEFINITION_ATTR, old)
+    assert run("create", *args).returncode == 0  # the same study after an upgrade, not a clash
+    from search.definition import load_study
+    _, definition = load_study(url, "s")
+    assert definition.space.arch.block_types == ("basic",)
+    # a block type asked for on purpose still clashes
+    (tmp_path / "space.json").write_text(json.dumps({"arch": {"block_types": ["preact"]}}))
+    proc = run("create", *args, "--space", str(tmp_path / "space.json"))
+    assert proc.returncode == 1 and "space.arch.block_types: stored null" in proc.stderr

@@ -11,17 +11,24 @@ from .options import from_json
 from .settings import WORKER_OPTIONS_ENV, WorkerOptions
 
 
-def main(device: str) -> int:
-    if WORKER_OPTIONS_ENV not in os.environ:
+DEVICES = ("cpu", "cuda")  # what run_worker passes: the slot's GPU is its CUDA_VISIBLE_DEVICES
+
+
+def main(argv: list[str]) -> int:
+    if WORKER_OPTIONS_ENV not in os.environ or len(argv) != 1 or argv[0] not in DEVICES:
         print("search.slot: started by `search worker` only (see `search worker --help`)", file=sys.stderr)
         return 2
-    opts = from_json(WorkerOptions, os.environ.pop(WORKER_OPTIONS_ENV))
+    options = os.environ.pop(WORKER_OPTIONS_ENV)
 
     def run() -> int:
         from .worker import run_slot
-        return run_slot(opts, device)
+        try:
+            opts = from_json(WorkerOptions, options)
+        except (TypeError, ValueError) as e:  # not what this version's `search worker` writes
+            raise ValueError(f"${WORKER_OPTIONS_ENV}: not a worker's options ({e})") from None
+        return run_slot(opts, argv[0])
     return run_guarded("worker", run)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

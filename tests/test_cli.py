@@ -184,3 +184,18 @@ def test_a_study_stored_before_block_types_reruns_with_the_defaults_and_keeps_it
     (tmp_path / "space.json").write_text(json.dumps({"arch": {"block_types": ["preact"]}}))
     proc = run("create", *args, "--space", str(tmp_path / "space.json"))
     assert proc.returncode == 1 and "space.arch.block_types: stored null" in proc.stderr
+
+
+@pytest.mark.parametrize("argv, options, code", [
+    ([], None, 2), (["cpu"], None, 2), (["gpu"], '{"study": "d"}', 2),
+    (["cpu"], '{"study": "d"}', 1), (["cpu"], "[1", 1),
+])
+def test_a_slot_started_by_hand_says_so_in_one_line(argv, options, code):
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "SEARCH_WORKER_OPTIONS"}
+    if options is not None:
+        env["SEARCH_WORKER_OPTIONS"] = options
+    proc = subprocess.run([sys.executable, "-m", "search.slot", *argv], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == code and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -16,6 +16,7 @@ import dataclasses
 
 from .architecture import ArchConfig
 from .counting import count_params
+from .optimizers import get_optimizer
 from .recipe import RecipeSpace
 
 SHRINK_STEP = 0.9   # each try narrows every stage by 10% more
@@ -60,8 +61,8 @@ def fit_recipe_space(space: RecipeSpace, n_train: int, epochs: int) -> RecipeSpa
     weights still close to the initial ones). The default space at full size is unchanged."""
     factor = batch_scale(space.batch_sizes, n_train)
     batch_sizes = tuple(sorted({max(1, b // factor) for b in space.batch_sizes}))
-    sgd = ("sgd", "sgd_nesterov")
-    lr = {name: tuple(v / (factor if name in sgd else factor ** 0.5) for v in lo_hi) for name, lo_hi in space.lr.items()}
+    lr = {name: tuple(v / (factor if get_optimizer(name).linear_lr_scaling else factor ** 0.5) for v in lo_hi)
+          for name, lo_hi in space.lr.items()}
     steps = epochs * (n_train // min(batch_sizes))
     emas = tuple(d for d in space.ema_decays if d == 0 or 1 / (1 - d) <= steps / 2) or (0.0,)
     return dataclasses.replace(space, batch_sizes=batch_sizes, lr=lr, ema_decays=emas)

@@ -20,13 +20,18 @@ class OptimizerSpec:
     make: Callable[[Groups, float, float, bool], torch.optim.Optimizer]
     uses_momentum: bool               # the recipe's momentum applies (and is sampled)
     lr_range: tuple[float, float]     # default search range of the peak lr (log-uniform): each family its scale
+    # Peak lr against batch size in a short run (objectives/budget.py): linear for SGD (Goyal et
+    # al., 2017), by the square root for adaptive optimizers.
+    linear_lr_scaling: bool = False
+    needs_momentum: bool = False      # momentum 0 is an error (Nesterov is undefined without it)
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "sgd": OptimizerSpec(lambda g, lr, m, fused: torch.optim.SGD(g, lr=lr, momentum=m, fused=fused),
-                         True, (0.02, 0.8)),
+                         True, (0.02, 0.8), linear_lr_scaling=True),
     "sgd_nesterov": OptimizerSpec(lambda g, lr, m, fused: torch.optim.SGD(g, lr=lr, momentum=m, nesterov=True,
-                                                                          fused=fused), True, (0.02, 0.8)),
+                                                                          fused=fused), True, (0.02, 0.8),
+                                 linear_lr_scaling=True, needs_momentum=True),
     "adam": OptimizerSpec(lambda g, lr, m, fused: torch.optim.Adam(g, lr=lr, fused=fused), False, (2e-4, 5e-3)),
     "adamw": OptimizerSpec(lambda g, lr, m, fused: torch.optim.AdamW(g, lr=lr, fused=fused), False, (2e-4, 5e-3)),
     "adadelta": OptimizerSpec(lambda g, lr, m, fused: torch.optim.Adadelta(g, lr=lr), False, (0.1, 3.0)),

@@ -11,7 +11,7 @@ from typing import Any
 
 from .architecture import fields_from_dict
 from .checks import boolean, choice, low_high, non_empty_list, number
-from .optimizers import OPTIMIZERS as OPTIMIZER_REGISTRY
+from .optimizers import OPTIMIZERS as OPTIMIZER_REGISTRY, get_optimizer
 from .trial_like import TrialLike
 
 OPTIMIZERS = tuple(OPTIMIZER_REGISTRY)  # names; each optimizer is declared once, in optimizers.py
@@ -61,8 +61,8 @@ class Recipe:
         choice(f("grad_clip_mode"), self.grad_clip_mode, GRAD_CLIP_MODES)
         number(f("lr"), self.lr, 0, MAX_LR, lo_open=True)
         number(f("momentum"), self.momentum, 0, 1, hi_open=True)
-        if self.optimizer == "sgd_nesterov" and self.momentum <= 0:
-            raise ValueError(f"recipe.momentum: must be > 0 for Nesterov, got {self.momentum!r}")
+        if get_optimizer(self.optimizer).needs_momentum and self.momentum <= 0:
+            raise ValueError(f"recipe.momentum: must be > 0 for {self.optimizer}, got {self.momentum!r}")
         number(f("weight_decay"), self.weight_decay, 0, 1)
         boolean(f("decay_bn_and_bias"), self.decay_bn_and_bias)
         number(f("warmup_fraction"), self.warmup_fraction, 0, 1, hi_open=True)
@@ -137,8 +137,9 @@ class RecipeSpace:
         for o, (lo, hi) in self.lr.items():
             for v in (lo, hi):
                 _check_as_recipe(f"space.recipe.lr.{o}", "lr", v)
-        if "sgd_nesterov" in self.optimizers and self.momentum[0] <= 0:
-            raise ValueError(f"space.recipe.momentum: must be > 0 when sgd_nesterov is searched, "
+        needing = [o for o in self.optimizers if get_optimizer(o).needs_momentum]
+        if needing and self.momentum[0] <= 0:
+            raise ValueError(f"space.recipe.momentum: must be > 0 when {needing[0]} is searched, "
                              f"got {list(self.momentum)}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from .architecture import INPUT_CHANNELS, INPUT_SIDE, ArchConfig, stage_stride
-from .blocks import BLOCKS, BlockPlan, Layers
+from .blocks import BlockPlan, Layers, get_block
 from .layers import BN, SE, Act, AvgPool, Conv, Dropout, Flatten, Layer, Linear
 
 
@@ -27,7 +27,7 @@ def network_plan(arch: ArchConfig) -> NetworkPlan:
         stem.append(SE(c, arch.stem_se_ratio, arch.activation))
     stages = []
     for i, s in enumerate(arch.stages):
-        block = BLOCKS[s.block]
+        block = get_block(s.block)
         stages.append(tuple(block.plan(c if b == 0 else s.channels, stage_stride(i) if b == 0 else 1, s, arch)
                             for b in range(s.blocks)))
         c = s.channels
@@ -36,7 +36,7 @@ def network_plan(arch: ArchConfig) -> NetworkPlan:
         head["head_dropout"] = Dropout(arch.head_dropout, channelwise=False)
     head["fc"] = Linear(arch.fc_in_features, arch.num_classes)
     return NetworkPlan(stem={str(i): layer for i, layer in enumerate(stem)}, stages=tuple(stages),
-                       final=BLOCKS[arch.stages[-1].block].after_last_stage(c, arch.activation), head=head)
+                       final=get_block(arch.stages[-1].block).after_last_stage(c, arch.activation), head=head)
 
 
 def layers_with_sides(arch: ArchConfig) -> list[tuple[Layer, int]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from search.settings import DEFAULT_VAL_SIZE
+from search.settings import DEFAULT_SEED, DEFAULT_VAL_SIZE
 
 from .data import Cifar10, Split
 
@@ -60,7 +60,7 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
     return torch.from_numpy(train), torch.from_numpy(val)
 
 
-def prepare_data(cifar: Cifar10, val_size: int = DEFAULT_VAL_SIZE, seed: int = 0,
+def prepare_data(cifar: Cifar10, val_size: int = DEFAULT_VAL_SIZE, seed: int = DEFAULT_SEED,
                  train_limit: int | None = None) -> TrainData:
     """Hold out a stratified, seeded validation split; optionally keep only the first
     `train_limit` training images (small smoke studies)."""

@@ -11,8 +11,9 @@ from typing import Callable
 
 from search.options import add_flags, int_in, positive_int, seconds
 from search.settings import (ARTIFACTS_HELP, CIFAR10_TRAIN_IMAGES, DASHBOARD_PORT, DATA_DIR_DEFAULT, DEFAULT_BUDGET,
-                             DEFAULT_SEED, DEFAULT_VAL_SIZE, INTERACTIVE_DB_WAIT, MAX_DB_WAIT, STORAGE_DEFAULT,
-                             WAITING_COMMANDS, WORKER_DB_WAIT, WorkerOptions, debug, resolve)
+                             DEFAULT_SEED, DEFAULT_VAL_SIZE, FINALIZE_SEEDS, FINALIZE_TOP, INTERACTIVE_DB_WAIT,
+                             MAX_DB_WAIT, STORAGE_DEFAULT, WAITING_COMMANDS, WORKER_DB_WAIT, WorkerOptions, debug,
+                             resolve)
 from search.strategies import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 
 
@@ -470,10 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "trains and tests them, `search status`/`report` show mean ± std test accuracy "
                                    "and the rank correlation with the search.")
     s.add_argument("--study", required=True, help="the search study")
-    s.add_argument("--top", type=positive_int, default=3, help="configurations to finalize (default 3)")
+    s.add_argument("--top", type=positive_int, default=FINALIZE_TOP, help="configurations to finalize (default %(default)s)")
     s.add_argument("--epochs", type=positive_int,
                    help="epochs of each final run (default: 5 x the search's epochs; a published recipe keeps its own)")
-    s.add_argument("--seeds", type=positive_int, default=3, help="runs per configuration, seeds 0..N-1 (default 3)")
+    s.add_argument("--seeds", type=positive_int, default=FINALIZE_SEEDS,
+                   help="runs per configuration, seeds 0..N-1 (default %(default)s)")
     s.add_argument("--full-train", action="store_true",
                    help="train on all 50,000 images (no validation split; the last epoch is kept) "
                         "(default: the search's train split, validation kept)")

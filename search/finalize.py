@@ -30,6 +30,7 @@ from objectives.inference import Classifier, evaluate
 
 from .definition import DEFINITION_ATTR, StudyDefinition, StudyNotFound, create_study, load_study
 from .objective import Objective
+from .settings import FINALIZE_SEEDS, FINALIZE_TOP
 from .trials import (ARCHITECTURE_ATTR, FINAL_ATTR, FIXED_RECIPE_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR, PUBLISHED_ATTR,
                      RECIPE_ATTR, SEED_ATTR, TEST_ACC_ATTR, UNUSED_ATTR, VAL_ACC_ATTR, feasible_trials)
 
@@ -71,7 +72,7 @@ def final_recipe(trial: FrozenTrial, epochs: int | None, search_epochs: int) -> 
     return Recipe.from_dict(recipe).to_dict()  # validated
 
 
-def finalize(storage, source: str, top: int = 3, epochs: int | None = None, seeds: int = 3,
+def finalize(storage, source: str, top: int = FINALIZE_TOP, epochs: int | None = None, seeds: int = FINALIZE_SEEDS,
              full_train: bool = False, name: str | None = None) -> tuple[optuna.Study, list[dict[str, Any]]]:
     """Create (or re-open) the companion study and enqueue the runs it lacks; returns the
     study and the runs enqueued now (empty when all were enqueued before)."""

@@ -45,6 +45,8 @@ MAX_TIMEOUT = 52 * MAX_DB_WAIT
 # create runs in start-up scripts (compose, Jobs) next to a database that may still be starting.
 WAITING_COMMANDS = ("worker", "run", "create")
 DASHBOARD_PORT = 8080
+FINALIZE_TOP = 3               # `search finalize`: configurations taken from the search
+FINALIZE_SEEDS = 3             # ... and training runs (seeds) of each
 
 # How help texts say a default that a variable overrides.
 STORAGE_DEFAULT = f"${STORAGE_ENV}, else {DEFAULT_STORAGE}"

@@ -3,6 +3,7 @@ subprocess, worker processes, small spaces, and reading a study back."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,11 @@ def one_line_error(proc) -> str:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     return line
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    block = re.search(r"## Two commands.*?```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    return [l for l in block.splitlines() if l.strip() and not l.startswith("#")]

@@ -201,7 +201,7 @@ def test_every_command_and_option_is_described_with_its_default():
 
 
 def test_readme_demo_command_parses_and_is_a_real_search():
-    from tests.test_readme import REPO, readme_commands
+    from tests.helpers import REPO, readme_commands
     main_job = readme_commands()[0]
     run = main_job.split(" && ")[1].split()
     assert run[0] == ".venv/bin/search"

@@ -1,15 +1,8 @@
 """README's two commands stay true: CI runs README's test command verbatim."""
 from __future__ import annotations
 
-import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def readme_commands() -> list[str]:
-    block = re.search(r"## Two commands.*?```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
-    return [l for l in block.splitlines() if l.strip() and not l.startswith("#")]
+from tests.helpers import REPO, readme_commands
 
 
 def test_ci_runs_readme_test_command_verbatim():

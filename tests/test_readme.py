@@ -1,7 +1,6 @@
 """README's two commands stay true: CI runs README's test command verbatim."""
 from __future__ import annotations
 
-
 from tests.helpers import REPO, readme_commands
 
 

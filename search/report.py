@@ -209,7 +209,7 @@ def write_summary(study, definition: StudyDefinition, path: Path, model_note: st
               f" ({s['trials_per_hour'] or 0} trained trials per hour).", ""]
     b = s["best"]
     if b:
-        stages = ", ".join(f"{bl}x{ch} (F{f}, K{k})" for bl, ch, f, k in b["stages"])
+        stages = ", ".join(f"{bl}x{ch} {kind} (F{f}, K{k})" for bl, ch, f, k, kind in b["stages"])
         r = b["recipe"]
         lines += [f"## Best trial: {b['trial']}", "",
                   f"- validation accuracy **{b['val_acc']:.4f}**",

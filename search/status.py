@@ -33,7 +33,8 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         best_info = {
             "trial": best.number, "val_acc": best.value, "params": best.user_attrs.get(PARAMS_ATTR),
             "macs": best.user_attrs.get(MACS_ATTR),
-            "stages": [(s["blocks"], s["channels"], s["conv_kernel"], s["skip_kernel"]) for s in arch.get("stages", [])],
+            "stages": [(s["blocks"], s["channels"], s["conv_kernel"], s["skip_kernel"], s.get("block", "basic"))
+                       for s in arch.get("stages", [])],
             "pool_kernel": arch.get("pool_kernel"),
             "recipe": {k: v for k, v in best.user_attrs.get(RECIPE_ATTR, {}).items()
                        if k in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "epochs", "batch_size",
@@ -61,7 +62,7 @@ def format_summary(s: dict[str, Any]) -> str:
     b = s["best"]
     if b:
         r = b["recipe"]
-        stages = " ".join(f"{bl}x{ch}(F{f},K{k})" for bl, ch, f, k in b["stages"])
+        stages = " ".join(f"{bl}x{ch} {kind}(F{f},K{k})" for bl, ch, f, k, kind in b["stages"])
         metric = "test_acc" if s.get("final") else "val_acc"  # a finalize study's value is test accuracy
         lines += [f"  best: trial {b['trial']}, {metric} {b['val_acc']:.4f}, {b['params']:,} params, "
                   f"{b['macs'] / 1e6:.1f} MMACs",

@@ -13,7 +13,7 @@ from PIL import Image
 
 from search.definition import StudyDefinition
 from search.report import MIN_TRIALS_FOR_IMPORTANCES, write_report
-from search.status import summarize
+from search.status import format_summary, summarize
 from search.trials import (BUDGET_CONSTRAINT, FAIL_REASON_ATTR, INFEASIBLE_ATTR, MACS_ATTR, PARAMS_ATTR,
                            REQUEUED_ATTR, best_feasible, counts_as_trained, is_infeasible, trained_trials)
 
@@ -101,3 +101,12 @@ def test_report_draws_importances_only_from_enough_trained_trials(tmp_path, n_tr
     else:
         assert "no importances" not in summary
         assert coloured_pixels(tmp_path / "importances.png") > 400  # Optuna's bars
+
+
+def test_status_names_each_stage_of_the_best_trial_with_its_block_type():
+    from search.trials import ARCHITECTURE_ATTR
+    stages = [{"blocks": 2, "channels": 32, "conv_kernel": 3, "skip_kernel": 1, "block": "bottleneck"},
+              {"blocks": 1, "channels": 64, "conv_kernel": 5, "skip_kernel": 3}]  # stored before block types: basic
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(sample(value=0.7, **{ARCHITECTURE_ATTR: {"stages": stages, "pool_kernel": 4}}))
+    assert "stages 2x32 bottleneck(F3,K1) 1x64 basic(F5,K3), pool 4" in format_summary(summarize(study))

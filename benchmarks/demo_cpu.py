@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.test_readme import readme_commands  # noqa: E402
+from tests.helpers import readme_commands  # noqa: E402
 
 
 def main() -> None:

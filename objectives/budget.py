@@ -30,7 +30,6 @@ def fit_to_budget(arch: ArchConfig, widths: tuple[int, ...], budget: int) -> Arc
         return arch
     ordered = sorted(widths)
     scale = 1.0
-    candidate = arch
     while True:
         scale *= SHRINK_STEP
         stages = tuple(dataclasses.replace(s, channels=_round_down(s.channels * scale, ordered)) for s in arch.stages)

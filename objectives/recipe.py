@@ -12,7 +12,7 @@ from typing import Any
 from .architecture import fields_from_dict
 from .checks import boolean, choice, low_high, non_empty_list, number
 from .optimizers import OPTIMIZERS as OPTIMIZER_REGISTRY, get_optimizer
-from .trial_like import TrialLike
+from .trial_like import TrialLike, suggest_choice, suggest_range
 
 OPTIMIZERS = tuple(OPTIMIZER_REGISTRY)  # names; each optimizer is declared once, in optimizers.py
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -169,38 +169,29 @@ def _check_as_recipe(where: str, recipe_field: str, value: Any) -> None:
         raise ValueError(str(e).replace(f"recipe.{recipe_field}", where, 1)) from None
 
 
-def _range(trial: TrialLike, name: str, lo_hi: tuple, log: bool = False) -> float:
-    lo, hi = lo_hi
-    return float(lo) if lo == hi else trial.suggest_float(name, lo, hi, log=log)
-
-
-def _choice(trial: TrialLike, name: str, choices: tuple) -> Any:
-    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
-
-
 def sample_recipe(trial: TrialLike, space: RecipeSpace) -> Recipe:
     """Draw one recipe; parameters that do not apply (momentum for Adam, ...) are not sampled."""
-    optimizer = _choice(trial, "optimizer", space.optimizers)
+    optimizer = suggest_choice(trial, "optimizer", space.optimizers)
     lo, hi = space.epochs
-    clip = _choice(trial, "grad_clip_mode", space.grad_clip_modes)
+    clip = suggest_choice(trial, "grad_clip_mode", space.grad_clip_modes)
     return Recipe(
         optimizer=optimizer,
-        lr=_range(trial, f"lr_{optimizer}", space.lr[optimizer], log=True),
-        momentum=_range(trial, "momentum", space.momentum) if optimizer in USES_MOMENTUM else 0.9,
-        weight_decay=_range(trial, "weight_decay", space.weight_decay, log=space.weight_decay[0] > 0),
-        decay_bn_and_bias=_choice(trial, "decay_bn_and_bias", space.decay_bn_and_bias),
-        schedule=_choice(trial, "schedule", space.schedules),
+        lr=suggest_range(trial, f"lr_{optimizer}", space.lr[optimizer], log=True),
+        momentum=suggest_range(trial, "momentum", space.momentum) if optimizer in USES_MOMENTUM else 0.9,
+        weight_decay=suggest_range(trial, "weight_decay", space.weight_decay, log=space.weight_decay[0] > 0),
+        decay_bn_and_bias=suggest_choice(trial, "decay_bn_and_bias", space.decay_bn_and_bias),
+        schedule=suggest_choice(trial, "schedule", space.schedules),
         epochs=lo if lo == hi else trial.suggest_int("epochs", lo, hi),
-        batch_size=_choice(trial, "batch_size", space.batch_sizes),
-        crop_padding=_choice(trial, "crop_padding", space.crop_paddings),
-        padding_mode=_choice(trial, "padding_mode", space.padding_modes),
-        flip=_choice(trial, "flip", space.flips),
-        cutout=_choice(trial, "cutout", space.cutouts),
-        mixup_alpha=_choice(trial, "mixup_alpha", space.mixup_alphas),
-        rotation_degrees=_choice(trial, "rotation_degrees", space.rotations),
-        label_smoothing=_range(trial, "label_smoothing", space.label_smoothing),
+        batch_size=suggest_choice(trial, "batch_size", space.batch_sizes),
+        crop_padding=suggest_choice(trial, "crop_padding", space.crop_paddings),
+        padding_mode=suggest_choice(trial, "padding_mode", space.padding_modes),
+        flip=suggest_choice(trial, "flip", space.flips),
+        cutout=suggest_choice(trial, "cutout", space.cutouts),
+        mixup_alpha=suggest_choice(trial, "mixup_alpha", space.mixup_alphas),
+        rotation_degrees=suggest_choice(trial, "rotation_degrees", space.rotations),
+        label_smoothing=suggest_range(trial, "label_smoothing", space.label_smoothing),
         grad_clip_mode=clip,
-        grad_clip_max=_range(trial, "grad_clip_max", space.grad_clip_max, log=True) if clip != "none" else 1.0,
-        ema_decay=_choice(trial, "ema_decay", space.ema_decays),
-        tta_flip=_choice(trial, "tta_flip", space.tta_flips),
+        grad_clip_max=suggest_range(trial, "grad_clip_max", space.grad_clip_max, log=True) if clip != "none" else 1.0,
+        ema_decay=suggest_choice(trial, "ema_decay", space.ema_decays),
+        tta_flip=suggest_choice(trial, "tta_flip", space.tta_flips),
     )

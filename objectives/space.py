@@ -21,7 +21,7 @@ from .architecture import (ACTIVATIONS, BLOCK_TYPES, MAX_BLOCKS, MAX_STAGES, Arc
 from .budget import fit_to_budget
 from .checks import choice, is_int, low_high, non_empty_list, number
 from .recipe import RecipeSpace
-from .trial_like import TrialLike
+from .trial_like import TrialLike, suggest_choice, suggest_range
 
 RANGE_FIELDS = ("num_stages", "blocks", "block_dropout", "head_dropout")
 # A space written before block types existed (every study stored until then) searched basic
@@ -92,18 +92,6 @@ def pool_choices(num_stages: int) -> list[int]:
     return [d for d in range(1, side + 1) if side % d == 0]
 
 
-def _uniform(trial: TrialLike, name: str, lo_hi: tuple[float, float]) -> float:
-    lo, hi = lo_hi
-    return float(lo) if lo == hi else trial.suggest_float(name, lo, hi)
-
-
-def _block_type(trial: TrialLike, stage: int, space: ArchSpace) -> str:
-    # One block type is no choice: no parameter, as in every trial from before block types.
-    if len(space.block_types) == 1:
-        return space.block_types[0]
-    return trial.suggest_categorical(f"stage{stage}_block_type", space.block_types)
-
-
 def sample_arch(trial: TrialLike, space: ArchSpace, budget: int | None = None) -> ArchConfig:
     """Draw one architecture from `space`. Builds nothing: count it before building.
     With `budget`, an over-budget draw is narrowed to fit (see objectives/budget.py)."""
@@ -114,7 +102,7 @@ def sample_arch(trial: TrialLike, space: ArchSpace, budget: int | None = None) -
             channels=trial.suggest_categorical(f"stage{i}_channels", space.channels),
             conv_kernel=trial.suggest_categorical(f"stage{i}_conv_kernel", space.conv_kernels),
             skip_kernel=trial.suggest_categorical(f"stage{i}_skip_kernel", space.skip_kernels),
-            block=_block_type(trial, i, space),
+            block=suggest_choice(trial, f"stage{i}_block_type", space.block_types),
         )
         for i in range(1, n + 1)
     )
@@ -126,8 +114,8 @@ def sample_arch(trial: TrialLike, space: ArchSpace, budget: int | None = None) -
         stem_se_ratio=trial.suggest_categorical("stem_se_ratio", space.stem_se_ratios),
         se_ratio=trial.suggest_categorical("se_ratio", space.se_ratios),
         activation=trial.suggest_categorical("activation", space.activations),
-        block_dropout=_uniform(trial, "block_dropout", space.block_dropout),
-        head_dropout=_uniform(trial, "head_dropout", space.head_dropout),
+        block_dropout=suggest_range(trial, "block_dropout", space.block_dropout),
+        head_dropout=suggest_range(trial, "head_dropout", space.head_dropout),
     )
     return arch if budget is None else fit_to_budget(arch, space.channels, budget)
 

@@ -100,14 +100,14 @@ def _definition(args: argparse.Namespace):
                            train_limit=args.train_limit, pruner=args.pruner, sampler=args.sampler)
 
 
-def cmd_create(args: argparse.Namespace) -> int:
+def cmd_create(args: argparse.Namespace, storage=None) -> int:
     from search.definition import create_study
     definition = _definition(args)
     store = None
     if args.artifacts:  # flag or $SEARCH_ARTIFACTS (settings.resolve): checked before the study is made
         from storage.artifacts import location_of, open_artifact_store, remember_location
         store = open_artifact_store(args.artifacts)
-    study = create_study(_storage(args), args.study, definition)
+    study = create_study(storage or _storage(args), args.study, definition)
     if store is not None:  # remembered: workers and readers need no flag
         remember_location(study, location_of(store))
     print(f"study {study.study_name}: budget {definition.budget:,}, {definition.epochs} epochs, "
@@ -125,8 +125,13 @@ def _worker_options(args: argparse.Namespace) -> WorkerOptions:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from search.worker import run_worker
     opts = _worker_options(args)
+    return _work(args, opts, _storage(args, heartbeat=True))
+
+
+def _work(args: argparse.Namespace, opts: WorkerOptions, storage) -> int:
+    """`search worker` once its options are checked and its storage is open."""
+    from search.worker import run_worker
     import optuna
     from optuna.trial import TrialState
     from objectives.data import ensure_cifar10
@@ -137,7 +142,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Start-up reads go through the workers' retry too: a dropped connection is not fatal.
     from search.dbretry import DatabaseRetry
     db = DatabaseRetry(opts.db_wait, args.study)
-    storage = _storage(args, heartbeat=True)
     study, definition = db.call(load_study, storage, args.study)
     check_workable(definition)
     ensure_cifar10(opts.data_dir)
@@ -156,9 +160,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = _worker_options(args)  # bad worker flags: refuse before the study is created
     from objectives.data import ensure_cifar10
     ensure_cifar10(opts.data_dir)  # before the study exists: a failed first run leaves nothing behind
-    if not _is_final_study(args):  # a finalize study exists already, with its own definition
-        cmd_create(args)
-    return cmd_worker(args)
+    storage = _storage(args, heartbeat=True)  # one storage (and one database wait) for create and work
+    if not _is_final_study(args, storage):  # a finalize study exists already, with its own definition
+        cmd_create(args, storage)
+    return _work(args, opts, storage)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -273,10 +278,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_final_study(args: argparse.Namespace) -> bool:
+def _is_final_study(args: argparse.Namespace, storage) -> bool:
     from search.definition import StudyNotFound, load_study
     try:
-        return load_study(_storage(args), args.study)[1].final is not None
+        return load_study(storage, args.study)[1].final is not None
     except StudyNotFound:
         return False
 

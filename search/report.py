@@ -155,7 +155,7 @@ def _with_values(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [optuna.trial.create_trial(params=t.params, distributions=t.distributions,
                                       value=t.value if t.state == TrialState.COMPLETE else _best_reported(t))
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            if counts_as_trained(t) and (t.state == TrialState.COMPLETE or t.intermediate_values)]
+            if counts_as_trained(t)]  # a pruned one counts once it reported an epoch
 
 
 def plot_importances(study: optuna.Study, path: Path, top: int = 15) -> None:

@@ -17,6 +17,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
 from search.settings import ARTIFACTS_ENV, artifacts_location
+from search.trials import MODEL_ARTIFACT_ATTR
 
 ARTIFACT_ATTR_PREFIX = "artifacts:"  # where Optuna records an artifact's metadata on its trial
 LOCATION_ATTR = "artifacts"          # study user attribute: where this study's artifacts live
@@ -149,7 +150,7 @@ def remove_artifact(store, storage: optuna.storages.BaseStorage, trial_id: int, 
 def model_note(study: optuna.Study, trial: optuna.trial.FrozenTrial | None, flag: str | None = None) -> str | None:
     """Where `trial`'s model.pt lives, and whether the store still holds it (for reports)."""
     from optuna.artifacts.exceptions import ArtifactNotFound
-    artifact = trial.user_attrs.get("model_artifact") if trial else None
+    artifact = trial.user_attrs.get(MODEL_ARTIFACT_ATTR) if trial else None
     if not artifact:
         return None
     location = resolve_artifact_location(flag, study)

@@ -11,10 +11,6 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from tests.servers import wait_until
-
-wait_for = wait_until  # the name the fault tests use
-
 BIN = Path(sys.executable).parent
 SEARCH = str(BIN / "search")
 

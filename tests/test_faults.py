@@ -15,8 +15,8 @@ from optuna.trial import TrialState
 
 from search.cli import main
 from search.trials import trained_trials
-from tests.servers import PostgresServer, free_port
-from tests.helpers import FIXED_SPACE, SEARCH, load, running_checkpoint, search, space_file, wait_for, worker
+from tests.servers import PostgresServer, free_port, wait_until
+from tests.helpers import FIXED_SPACE, SEARCH, load, running_checkpoint, search, space_file, worker
 
 FAULT_SPACE = {"arch": FIXED_SPACE["arch"], "recipe": {**FIXED_SPACE["recipe"], "epochs": [3, 3]}}
 
@@ -55,7 +55,7 @@ def test_workers_with_n_trials_ride_out_an_outage(pg, env, tmp_path, outage):
     paths = [tmp_path / "w1.log", tmp_path / "w2.log"]
     workers = [worker(url, "outage", env, p, *opts) for p in paths]
     t0 = time.monotonic()
-    wait_for(lambda: running_checkpoint(url, "outage", 1), 240, "a trial with a checkpoint")
+    wait_until(lambda: running_checkpoint(url, "outage", 1), 240, "a trial with a checkpoint")
     t1 = time.monotonic()
     pg.stop()
     time.sleep(outage)

@@ -18,7 +18,8 @@ from search.definition import load_study
 from search.finalize import spearman
 from search.pareto import pareto_front
 from search.trials import BUDGET_CONSTRAINT, FINAL_ATTR, FIXED_RECIPE_ATTR, SEED_ATTR, best_feasible
-from tests.helpers import load, one_line_error, search, space_file, wait_for, worker
+from tests.helpers import load, one_line_error, search, space_file, worker
+from tests.servers import wait_until
 
 # Two stages of one block, three widths, two schedules: trials differ in size and accuracy.
 SMALL_SPACE = {
@@ -79,7 +80,7 @@ def test_finalize_trains_k_by_n_runs_resumes_a_killed_one_and_exports(env, tmp_p
         for t in load(url, "s.final").get_trials(states=(TrialState.RUNNING,)):
             if (t.user_attrs.get("resume_checkpoint") or {}).get("epoch", 0) >= 1:
                 return t
-    killed = wait_for(running_with_checkpoint, 240, "a final run with an epoch checkpoint")
+    killed = wait_until(running_with_checkpoint, 240, "a final run with an epoch checkpoint")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     search("worker", "--study", "s.final", "--storage", url, "--gpus", "none", *hb, env=env, timeout=600)

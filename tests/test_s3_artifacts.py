@@ -14,8 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.fleet_servers import S3Server
-from tests.servers import free_port
-from tests.helpers import FIXED_SPACE, SEARCH, load, running_checkpoint, search, wait_for
+from tests.servers import free_port, wait_until
+from tests.helpers import FIXED_SPACE, SEARCH, load, running_checkpoint, search
 BUCKET, PREFIX = "ckpts", "team/exp1"
 
 
@@ -52,7 +52,7 @@ def test_retry_on_another_host_resumes_from_s3_and_readers_need_no_flag(postgres
                                 stdout=(tmp_path / log).open("w"), stderr=subprocess.STDOUT)
 
     first = worker(hosts[0], "w1.log")
-    trial, ref = wait_for(lambda: running_checkpoint(url, "s3", 1, owner_pid=first.pid), 240,
+    trial, ref = wait_until(lambda: running_checkpoint(url, "s3", 1, owner_pid=first.pid), 240,
                           "a checkpoint in S3 after epoch 1")
     assert f"{PREFIX}/{ref['artifact_id']}" in s3.keys(BUCKET, PREFIX)
     first.send_signal(signal.SIGKILL)  # the host dies: its scratch directory is gone with it
@@ -86,7 +86,7 @@ def test_retry_on_another_host_resumes_from_s3_and_readers_need_no_flag(postgres
     dash = subprocess.Popen([sys.executable, "-m", "storage.dashboard", "--storage", url, "--port", str(port)],
                             cwd=hosts[2], env=s3_env, stdout=(tmp_path / "dash.log").open("w"), stderr=subprocess.STDOUT)
     try:
-        body = wait_for(lambda: _get(f"http://127.0.0.1:{port}/artifacts/{study._study_id}/{retry._trial_id}/"
+        body = wait_until(lambda: _get(f"http://127.0.0.1:{port}/artifacts/{study._study_id}/{retry._trial_id}/"
                                      f"{retry.user_attrs['model_artifact']}"), 60, "the dashboard")
         assert body == s3.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/{retry.user_attrs['model_artifact']}")["Body"].read()
     finally:

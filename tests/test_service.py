@@ -14,7 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.helpers import (BIN, FIXED_SPACE, VARIED_SPACE, load, one_line_error, running_checkpoint, search, space_file,
-                           wait_for, worker)
+                           worker)
+from tests.servers import wait_until
 
 
 def test_two_workers_prune_export_and_optuna_cli(storage_url, env, tmp_path):
@@ -87,7 +88,7 @@ def test_killed_worker_trial_is_retried_and_resumed(postgres, env, tmp_path):
     hb = ["--heartbeat", "1", "--grace", "3"]
     victim = worker(url, "kill", env, tmp_path / "victim.log", "--n-trials", "3", *hb)
     survivor = worker(url, "kill", env, tmp_path / "survivor.log", "--n-trials", "3", *hb)
-    trial, ref = wait_for(lambda: running_checkpoint(url, "kill", 2, owner_pid=victim.pid), 240,
+    trial, ref = wait_until(lambda: running_checkpoint(url, "kill", 2, owner_pid=victim.pid), 240,
                           "a victim's trial with an epoch-2 checkpoint")
     victim.send_signal(signal.SIGKILL)
     killed_at = time.time()
@@ -121,7 +122,7 @@ def test_sigterm_stops_cleanly_and_requeues_the_trial(env, tmp_path):
     search("create", "--study", "term", "--storage", url, "--space", space_file(tmp_path, FIXED_SPACE),
            "--val-size", "200", "--pruner", "none", env=env)
     w = worker(url, "term", env, tmp_path / "w.log", "--n-trials", "1")
-    trial, ref = wait_for(lambda: running_checkpoint(url, "term", 1), 240, "a trial with a checkpoint")
+    trial, ref = wait_until(lambda: running_checkpoint(url, "term", 1), 240, "a trial with a checkpoint")
     w.send_signal(signal.SIGTERM)
     assert w.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "w.log").read_text()  # "interrupted", not "done"
     study = load(url, "term")
@@ -142,7 +143,7 @@ def test_worker_survives_a_database_restart(postgres, env, tmp_path):
     search("create", "--study", "restart", "--storage", url, "--space", space_file(tmp_path, FIXED_SPACE),
            "--val-size", "200", "--pruner", "none", env=env)
     w = worker(url, "restart", env, tmp_path / "w.log", "--n-trials", "2", "--heartbeat", "1", "--grace", "3")
-    wait_for(lambda: running_checkpoint(url, "restart", 1), 240, "a running trial")
+    wait_until(lambda: running_checkpoint(url, "restart", 1), 240, "a running trial")
     postgres.restart()
     assert w.wait(timeout=600) == 0, (tmp_path / "w.log").read_text()
     study = load(url, "restart")
@@ -196,7 +197,7 @@ def test_per_gpu_slots_are_processes_and_stop_together(env, tmp_path):
     def two_running():
         running = [t for t in load(url, "slots").get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("resume_checkpoint")]
         return running if len({t.user_attrs["worker"]["pid"] for t in running}) == 2 else None
-    running = wait_for(two_running, 240, "two trials running in two slot processes")
+    running = wait_until(two_running, 240, "two trials running in two slot processes")
     assert parent.pid not in {t.user_attrs["worker"]["pid"] for t in running}  # children do the work
     parent.send_signal(signal.SIGTERM)
     assert parent.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "w.log").read_text()

@@ -21,6 +21,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from objectives import count_params  # noqa: E402
 from objectives.space import ArchSpace, sample_arch  # noqa: E402
+from search.trials import BUDGET_CONSTRAINT  # noqa: E402
 
 
 def run(sampler: optuna.samplers.BaseSampler, trials: int, budget: int, fit: bool) -> list[int]:
@@ -29,7 +30,7 @@ def run(sampler: optuna.samplers.BaseSampler, trials: int, budget: int, fit: boo
     for _ in range(trials):
         trial = study.ask()
         params = count_params(sample_arch(trial, ArchSpace(), budget if fit else None))
-        trial.set_constraint("params_over_budget", float(params - budget))
+        trial.set_constraint(BUDGET_CONSTRAINT, float(params - budget))
         counts.append(params)
         study.tell(trial, 0.5 if params <= budget else 0.0)
     return counts

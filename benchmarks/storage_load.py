@@ -50,10 +50,12 @@ from objectives.counting import count_macs, count_params  # noqa: E402
 from objectives.recipe import sample_recipe  # noqa: E402
 from objectives.space import sample_arch  # noqa: E402
 from search.definition import StudyDefinition, create_study, load_study  # noqa: E402
+from search.trials import (ARCHITECTURE_ATTR, BUDGET_CONSTRAINT, CURVE_ATTR, MACS_ATTR, PARAMS_ATTR,  # noqa: E402
+                           RECIPE_ATTR, RESUME_CHECKPOINT_ATTR, WORKER_ATTR)
 from storage.artifacts import remove_artifact  # noqa: E402
 from storage.database import make_storage, quiet_optuna  # noqa: E402
 
-CONSTRAINT_KEY = "constraints:params_over_budget"
+CONSTRAINT_KEY = f"constraints:{BUDGET_CONSTRAINT}"  # where Optuna stores a named constraint
 
 
 class TimedSampler(optuna.samplers.BaseSampler):
@@ -108,15 +110,15 @@ def run_worker(url: str, study_name: str, n_trials: int, epochs: int, epoch_slee
             timers[key] += time.perf_counter() - t
 
     def objective(trial: optuna.Trial) -> float:
-        arch = sample_arch(trial, definition.space.arch)
+        arch = sample_arch(trial, definition.space.arch, definition.budget)  # as search/objective.py
         recipe = sample_recipe(trial, definition.space.recipe)
         params = count_params(arch)
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("macs", count_macs(arch))
-        trial.set_constraint("params_over_budget", float(params - definition.budget))
-        trial.set_user_attr("architecture", arch.to_dict())
-        trial.set_user_attr("recipe", recipe.to_dict())
-        trial.set_user_attr("worker", {"host": "bench", "pid": os.getpid()})
+        trial.set_user_attr(PARAMS_ATTR, params)
+        trial.set_user_attr(MACS_ATTR, count_macs(arch))
+        trial.set_constraint(BUDGET_CONSTRAINT, float(params - definition.budget))
+        trial.set_user_attr(ARCHITECTURE_ATTR, arch.to_dict())
+        trial.set_user_attr(RECIPE_ATTR, recipe.to_dict())
+        trial.set_user_attr(WORKER_ATTR, {"host": "bench", "pid": os.getpid()})
         previous, curve, value = None, [], random.random()
         for epoch in range(1, epochs + 1):
             time.sleep(epoch_sleep)  # training
@@ -124,10 +126,10 @@ def run_worker(url: str, study_name: str, n_trials: int, epochs: int, epoch_slee
             value = min(1.0, value + random.random() * 0.05)
             trial.report(value, epoch)
             curve.append({"epoch": epoch, "val_acc": value})
-            trial.set_user_attr("curve", curve)
+            trial.set_user_attr(CURVE_ATTR, curve)
             ckpt = timed("artifacts", upload_artifact, artifact_store=store, file_path=str(payload),
                          study_or_trial=trial, storage=storage)
-            trial.set_user_attr("resume_checkpoint", {"artifact_id": ckpt, "epoch": epoch})
+            trial.set_user_attr(RESUME_CHECKPOINT_ATTR, {"artifact_id": ckpt, "epoch": epoch})
             if previous:
                 timed("artifacts", remove_artifact, store, storage, trial._trial_id, previous)
             previous = ckpt
@@ -210,7 +212,7 @@ def history(definition: StudyDefinition, n: int, seed: int = 0) -> list[optuna.t
     trials = []
     for _ in range(n):
         t = scratch.ask()
-        arch = sample_arch(t, definition.space.arch)
+        arch = sample_arch(t, definition.space.arch, definition.budget)
         sample_recipe(t, definition.space.recipe)
         over = float(count_params(arch) - definition.budget)
         scratch.tell(t, 0.0)
@@ -227,7 +229,7 @@ def tpe_time(study: optuna.Study, definition: StudyDefinition, sampler, repeats:
     for _ in range(repeats):
         timed.seconds = 0.0
         t = study.ask()
-        sample_arch(t, definition.space.arch)
+        sample_arch(t, definition.space.arch, definition.budget)
         sample_recipe(t, definition.space.recipe)
         times.append(timed.seconds)
         study.tell(t, state=optuna.trial.TrialState.FAIL)  # not part of the history the next ask sees

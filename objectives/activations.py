@@ -5,24 +5,27 @@ and an unknown name is an error everywhere (never a silent fallback to another o
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-# name -> a fresh module (in place where PyTorch offers it: saves one activation-sized buffer).
-# Each must map 0 to 0: a pre-activation block then starts as the identity, as the others do
-# (model.py zero-initialises the last BN of every residual branch; a test checks every entry).
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": lambda: nn.ReLU(inplace=True),
-    "leaky_relu": lambda: nn.LeakyReLU(0.1, inplace=True),
-    "elu": lambda: nn.ELU(inplace=True),
-    "silu": lambda: nn.SiLU(inplace=True),
-    "gelu": lambda: nn.GELU(),
+# name -> (torch.nn class, its arguments): in place where PyTorch offers it (saves one
+# activation-sized buffer). Data, not factories, so that validating and counting architectures
+# never imports torch. Each must map 0 to 0 (a test checks every entry).
+ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "relu": ("ReLU", {"inplace": True}),
+    "leaky_relu": ("LeakyReLU", {"negative_slope": 0.1, "inplace": True}),
+    "elu": ("ELU", {"inplace": True}),
+    "silu": ("SiLU", {"inplace": True}),
+    "gelu": ("GELU", {}),
 }
 
 
-def make_activation(name: str) -> nn.Module:
+def make_activation(name: str) -> "nn.Module":
     try:
-        return ACTIVATIONS[name]()
+        cls, kwargs = ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"activation: must be one of {', '.join(ACTIVATIONS)}, got {name!r}") from None
+    from torch import nn
+    return getattr(nn, cls)(**kwargs)

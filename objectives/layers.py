@@ -12,11 +12,12 @@ bias.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .activations import make_activation
+
+if TYPE_CHECKING:  # torch is imported by `build` only: plans are counted without it
+    from torch import nn
 
 
 def se_hidden(channels: int, ratio: int) -> int:
@@ -61,6 +62,7 @@ class Conv(Layer):
         return (side - 1) // self.stride + 1
 
     def build(self) -> nn.Module:
+        from torch import nn
         return nn.Conv2d(self.c_in, self.c_out, self.kernel, stride=self.stride, padding=self.kernel // 2, bias=False)
 
 
@@ -73,6 +75,7 @@ class BN(Layer):
         return 2 * self.channels  # weight and bias
 
     def build(self) -> nn.Module:
+        from torch import nn
         return nn.BatchNorm2d(self.channels)
 
 
@@ -85,6 +88,7 @@ class ConvBN(Conv):
         return super().params + BN(self.c_out).params
 
     def build(self) -> nn.Module:
+        from torch import nn
         return nn.Sequential(super().build(), BN(self.c_out).build())
 
 
@@ -102,21 +106,8 @@ class Dropout(Layer):
     channelwise: bool = True  # whole feature maps (Dropout2d) inside blocks; single features before the classifier
 
     def build(self) -> nn.Module:
+        from torch import nn
         return nn.Dropout2d(self.p) if self.channelwise else nn.Dropout(self.p)
-
-
-class SqueezeExcite(nn.Module):
-    """Channel gating: global average -> 1x1 conv -> act -> 1x1 conv -> sigmoid."""
-
-    def __init__(self, channels: int, hidden: int, activation: str):
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, hidden, 1, bias=True)
-        self.act = make_activation(activation)
-        self.expand = nn.Conv2d(hidden, channels, 1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
 
 
 @dataclass(frozen=True)
@@ -137,6 +128,7 @@ class SE(Layer):
         return 2 * self.channels * self.hidden  # both 1x1 convs run on the 1x1 average
 
     def build(self) -> nn.Module:
+        from .modules import SqueezeExcite
         return SqueezeExcite(self.channels, self.hidden, self.activation)
 
 
@@ -148,6 +140,7 @@ class AvgPool(Layer):
         return side // self.kernel
 
     def build(self) -> nn.Module:
+        from torch import nn
         return nn.AvgPool2d(self.kernel)
 
 
@@ -156,6 +149,7 @@ class Flatten(Layer):
         return 1
 
     def build(self) -> nn.Module:
+        from torch import nn
         return nn.Flatten(1)
 
 
@@ -172,4 +166,5 @@ class Linear(Layer):
         return self.in_features * self.out_features
 
     def build(self) -> nn.Module:
+        from torch import nn
         return nn.Linear(self.in_features, self.out_features)

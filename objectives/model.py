@@ -10,7 +10,7 @@ from torch import nn
 
 from .architecture import ArchConfig
 from .blocks import BlockPlan, Layers
-from .layers import SqueezeExcite
+from .modules import SqueezeExcite
 from .plan import network_plan
 
 

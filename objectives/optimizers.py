@@ -6,11 +6,19 @@ an optimizer is one entry here and an unknown name is an error everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 Groups = list[dict[str, Any]]
+
+
+def _optim(name: str) -> Callable[..., "torch.optim.Optimizer"]:
+    # torch is imported on first use: sampling and validating recipes (which read this
+    # registry) stay light enough for processes that never train (benchmarks/storage_load.py).
+    import torch.optim
+    return getattr(torch.optim, name)
 
 
 @dataclass(frozen=True)
@@ -27,16 +35,16 @@ class OptimizerSpec:
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
-    "sgd": OptimizerSpec(lambda g, lr, m, fused: torch.optim.SGD(g, lr=lr, momentum=m, fused=fused),
+    "sgd": OptimizerSpec(lambda g, lr, m, fused: _optim("SGD")(g, lr=lr, momentum=m, fused=fused),
                          True, (0.02, 0.8), linear_lr_scaling=True),
-    "sgd_nesterov": OptimizerSpec(lambda g, lr, m, fused: torch.optim.SGD(g, lr=lr, momentum=m, nesterov=True,
+    "sgd_nesterov": OptimizerSpec(lambda g, lr, m, fused: _optim("SGD")(g, lr=lr, momentum=m, nesterov=True,
                                                                           fused=fused), True, (0.02, 0.8),
                                  linear_lr_scaling=True, needs_momentum=True),
-    "adam": OptimizerSpec(lambda g, lr, m, fused: torch.optim.Adam(g, lr=lr, fused=fused), False, (2e-4, 5e-3)),
-    "adamw": OptimizerSpec(lambda g, lr, m, fused: torch.optim.AdamW(g, lr=lr, fused=fused), False, (2e-4, 5e-3)),
-    "adadelta": OptimizerSpec(lambda g, lr, m, fused: torch.optim.Adadelta(g, lr=lr), False, (0.1, 3.0)),
-    "adagrad": OptimizerSpec(lambda g, lr, m, fused: torch.optim.Adagrad(g, lr=lr), False, (5e-3, 0.2)),
-    "rmsprop": OptimizerSpec(lambda g, lr, m, fused: torch.optim.RMSprop(g, lr=lr, momentum=m), True, (1e-4, 3e-3)),
+    "adam": OptimizerSpec(lambda g, lr, m, fused: _optim("Adam")(g, lr=lr, fused=fused), False, (2e-4, 5e-3)),
+    "adamw": OptimizerSpec(lambda g, lr, m, fused: _optim("AdamW")(g, lr=lr, fused=fused), False, (2e-4, 5e-3)),
+    "adadelta": OptimizerSpec(lambda g, lr, m, fused: _optim("Adadelta")(g, lr=lr), False, (0.1, 3.0)),
+    "adagrad": OptimizerSpec(lambda g, lr, m, fused: _optim("Adagrad")(g, lr=lr), False, (5e-3, 0.2)),
+    "rmsprop": OptimizerSpec(lambda g, lr, m, fused: _optim("RMSprop")(g, lr=lr, momentum=m), True, (1e-4, 3e-3)),
 }
 
 

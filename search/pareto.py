@@ -36,11 +36,11 @@ def pareto_front(trials: list[FrozenTrial], size: str = PARAMS_ATTR) -> list[Fro
     return sorted(front, key=lambda t: (t.user_attrs[size], -t.value, t.number))
 
 
-def front_rows(study: optuna.Study) -> dict[str, list[dict[str, Any]]]:
+def front_rows(study: optuna.Study, sizes=tuple(SIZES)) -> dict[str, list[dict[str, Any]]]:
     trials = feasible_trials(study)
     return {size: [{"trial": t.number, "val_acc": t.value, "params": t.user_attrs[PARAMS_ATTR],
                     "macs": t.user_attrs[MACS_ATTR], "preset": t.user_attrs.get(PRESET_ATTR)}
-                   for t in pareto_front(trials, size)] for size in SIZES}
+                   for t in pareto_front(trials, size)] for size in sizes}
 
 
 def format_front(rows: dict[str, list[dict[str, Any]]], study_name: str) -> str:
@@ -79,7 +79,7 @@ def plot_fronts(study: optuna.Study, out: Path) -> list[Path]:
 def write_front_section(study: optuna.Study, out: Path) -> list[Path]:
     """pareto.png and pareto_macs.png, and the front as a table appended to the report's summary.md."""
     pngs = plot_fronts(study, out)
-    rows = front_rows(study)["params"]
+    rows = front_rows(study, (PARAMS_ATTR,))[PARAMS_ATTR]
     lines = ["", "## The best model at each size (Pareto front, validation accuracy vs parameters)", "",
              "| trial | val acc | params | MMACs |", "|---:|---:|---:|---:|"]
     lines += [f"| {r['trial']} | {r['val_acc']:.4f} | {r['params']:,} | {r['macs'] / 1e6:.1f} |" for r in rows]

@@ -4,12 +4,18 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from .eta import _now, progress_to_target, target_reached_message, time_by_state
 from .progress import format_duration
 from .trials import (ARCHITECTURE_ATTR, FAIL_REASON_ATTR, INFEASIBLE_STATE, MACS_ATTR, MODEL_ARTIFACT_ATTR,
                      PARAMS_ATTR, RECIPE_ATTR, STATE_NAMES, best_feasible, counts_as_trained, state_name)
+
+
+def _per_hour(timed: list[FrozenTrial], end) -> float:
+    """Trained trials per hour from the first one's start to `end`."""
+    hours = max((end - min(t.datetime_start for t in timed)).total_seconds(), 1.0) / 3600
+    return len(timed) / hours
 
 
 def summarize(study: optuna.Study) -> dict[str, Any]:
@@ -20,12 +26,7 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         counts[state_name(t)] += 1
     trained = [t for t in trials if counts_as_trained(t)]
     timed = [t for t in trained if t.datetime_start and t.datetime_complete]
-    per_hour = None
-    if timed:
-        start = min(t.datetime_start for t in timed)
-        end = max(t.datetime_complete for t in timed)
-        hours = max((end - start).total_seconds(), 1.0) / 3600
-        per_hour = round(len(timed) / hours, 1)
+    per_hour = round(_per_hour(timed, max(t.datetime_complete for t in timed)), 1) if timed else None
     best = best_feasible(study)
     best_info = None
     if best is not None:
@@ -43,8 +44,7 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         }
     rate = per_hour
     if timed and any(t.state == TrialState.RUNNING for t in trials):  # measured up to now while work goes on
-        hours = max((_now() - min(t.datetime_start for t in timed)).total_seconds(), 1.0) / 3600
-        rate = len(timed) / hours
+        rate = _per_hour(timed, _now())
     progress = progress_to_target(study, len(trained), rate)
     failures = [{"trial": t.number, "reason": t.user_attrs.get(FAIL_REASON_ATTR) or "worker lost (heartbeat stale); re-queued"}
                 for t in trials if t.state == TrialState.FAIL][-5:]

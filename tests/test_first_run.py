@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from search.cli import build_parser
-from tests.servers import free_port
+from tests.servers import free_port, wait_until
 from tests.helpers import FIXED_SPACE, SEARCH, VARIED_SPACE, search, space_file
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -130,14 +130,14 @@ def test_dashboard_serves_the_study_and_its_checkpoints(first_study):
         first_line = proc.stdout.readline()
         base = f"http://127.0.0.1:{port}"
         assert re.search(rf"{base}/dashboard/studies/\d+", first_line), first_line
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answer():
+            assert proc.poll() is None, "the dashboard exited"
             try:
-                studies = json.loads(urllib.request.urlopen(base + "/api/studies", timeout=5).read())["study_summaries"]
-                break
+                return json.loads(urllib.request.urlopen(base + "/api/studies", timeout=5).read())["study_summaries"]
             except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, "the dashboard did not answer"
-                time.sleep(0.3)
+                return None
+        studies = wait_until(answer, 60, "the dashboard's API")
         (study,) = [s for s in studies if s["study_name"] == "first"]
         trials = json.loads(urllib.request.urlopen(f"{base}/api/studies/{study['study_id']}", timeout=10).read())["trials"]
         t = next(t for t in trials if t["artifacts"])
@@ -212,9 +212,8 @@ def test_readme_demo_command_parses_and_is_a_real_search():
     assert len(space.recipe.optimizers) > 1 and space.arch.channels[0] < space.arch.channels[-1]
 
 
-def test_ctrl_c_stops_the_trial_within_seconds_and_says_how_to_exit_at_once(cifar_small, tmp_path):
-    env = dict(os.environ, SEARCH_DATA_DIR=str(cifar_small), SEARCH_STORAGE=f"sqlite:///{tmp_path / 'search.db'}",
-               SEARCH_ARTIFACTS=str(tmp_path / "artifacts"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+def test_ctrl_c_stops_the_trial_within_seconds_and_says_how_to_exit_at_once(env, tmp_path):
+    env = dict(env, SEARCH_STORAGE=f"sqlite:///{tmp_path / 'search.db'}")
     space = dict(FIXED_SPACE, recipe=dict(FIXED_SPACE["recipe"], epochs=[300, 300]))
     proc = subprocess.Popen([SEARCH, "run", "--study", "stop", "--space", space_file(tmp_path, space), "--val-size", "200",
                              "--budget", "100000", "--gpus", "none", "--n-trials", "1"], env=env,

@@ -3,7 +3,6 @@ a real S3-compatible server (moto in server mode) on loopback, PostgreSQL for th
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -28,9 +27,9 @@ def s3():
 
 
 @pytest.fixture
-def s3_env(cifar_small, s3):
-    e = {k: v for k, v in os.environ.items() if k != "SEARCH_ARTIFACTS"}
-    return dict(e, **s3.env, SEARCH_DATA_DIR=str(cifar_small), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+def s3_env(env, s3):
+    """The tests' environment with the artifacts in S3 only where the study says so (no $SEARCH_ARTIFACTS)."""
+    return {**{k: v for k, v in env.items() if k != "SEARCH_ARTIFACTS"}, **s3.env}
 
 
 def test_retry_on_another_host_resumes_from_s3_and_readers_need_no_flag(postgres, s3, s3_env, tmp_path):

@@ -134,7 +134,9 @@ def test_finalize_trains_k_by_n_runs_resumes_a_killed_one_and_exports(env, tmp_p
     assert "finalized from s" in search("status", "--study", "s", "--storage", url, env=env).stdout
     search("report", "--study", "s", "--storage", url, "--out", str(tmp_path / "report"), env=env)
     summary = (tmp_path / "report" / "summary.md").read_text()
-    assert "## Final runs" in summary and "Spearman" in summary and "Pareto front" in summary
+    # Two configurations can tie (a 200-image test split): then there is no correlation to show, as status says.
+    rank_line = "(Spearman): " if status["rank_correlation"] is not None else "Rank correlation: needs two"
+    assert "## Final runs" in summary and rank_line in summary and "Pareto front" in summary
     assert (tmp_path / "report" / "pareto.png").exists()
 
 

@@ -69,6 +69,7 @@ class EvalResult:
     accuracy: float
     loss: float
     predictions: torch.Tensor  # int64 on the CPU, one class per image
+    single_view_accuracy: float  # the same without flip averaging (equal to accuracy without tta)
 
 
 @torch.no_grad()
@@ -81,7 +82,7 @@ def evaluate(classifier: nn.Module, split: Split, device: str | torch.device = "
     was_training = classifier.training
     classifier.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    preds = []
+    preds, single_preds = [], []
     for i in range(0, len(split), batch_size):
         x = split.images[i:i + batch_size].to(device, non_blocking=True).float().div_(255)
         y = split.labels[i:i + batch_size].to(device, non_blocking=True)
@@ -89,6 +90,7 @@ def evaluate(classifier: nn.Module, split: Split, device: str | torch.device = "
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             logits = classifier(x).float()
+            single_preds.append(logits.argmax(1))
             if tta:
                 logits = (logits + classifier(x.flip(3)).float()) / 2
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
@@ -96,9 +98,10 @@ def evaluate(classifier: nn.Module, split: Split, device: str | torch.device = "
         if advance is not None:
             advance(len(y))
     classifier.train(was_training)
-    pred = torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.long)
+    labels = split.labels.cpu()
+    pred, single = (torch.cat(p).cpu() if p else torch.zeros(0, dtype=torch.long) for p in (preds, single_preds))
     n = max(1, len(split))
-    return EvalResult(float((pred == split.labels.cpu()).sum()) / n, float(loss_sum) / n, pred)
+    return EvalResult(float((pred == labels).sum()) / n, float(loss_sum) / n, pred, float((single == labels).sum()) / n)
 
 
 def predict(classifier: nn.Module, images: torch.Tensor, device: str | torch.device = "cpu", *, tta: bool = False,

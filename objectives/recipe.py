@@ -15,7 +15,10 @@ from .optimizers import OPTIMIZERS as OPTIMIZER_REGISTRY, get_optimizer
 from .trial_like import TrialLike, suggest_choice, suggest_range
 
 OPTIMIZERS = tuple(OPTIMIZER_REGISTRY)  # names; each optimizer is declared once, in optimizers.py
-SCHEDULES = ("onecycle", "cosine", "step", "constant")
+SCHEDULES = ("onecycle", "cosine", "step", "constant", "multistep")
+# What a study searches by default: multistep came later (for He et al.'s recipe), and a
+# default space that grew would no longer match the studies stored with the old one.
+SEARCHED_SCHEDULES = ("onecycle", "cosine", "step", "constant")
 PADDING_MODES = ("reflect", "zeros")
 GRAD_CLIP_MODES = ("none", "norm", "value")
 USES_MOMENTUM = tuple(name for name, spec in OPTIMIZER_REGISTRY.items() if spec.uses_momentum)
@@ -98,7 +101,7 @@ class RecipeSpace:
     momentum: tuple[float, float] = (0.8, 0.95)
     weight_decay: tuple[float, float] = (1e-5, 2e-3)     # log-uniform
     decay_bn_and_bias: tuple[bool, ...] = (False, True)
-    schedules: tuple[str, ...] = SCHEDULES
+    schedules: tuple[str, ...] = SEARCHED_SCHEDULES
     epochs: tuple[int, int] = (20, 20)                   # fixed per study by default
     batch_sizes: tuple[int, ...] = (256, 512, 1024)
     crop_paddings: tuple[int, ...] = (0, 2, 4)

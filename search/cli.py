@@ -288,21 +288,36 @@ def _is_final_study(args: argparse.Namespace, storage) -> bool:
 
 def cmd_finalize(args: argparse.Namespace) -> int:
     from search.finalize import EPOCHS_FACTOR, finalize
+    names = None
+    if args.baselines is not None:
+        from search.baselines import parse_names
+        names = parse_names(args.baselines)  # a typo is refused before the storage is touched
     study, enqueued = finalize(_storage(args), args.study, args.top, args.epochs, args.seeds, args.full_train,
-                               args.final_study)
+                               args.final_study, names)
     data = "all training images (no validation split)" if args.full_train else "the search's train split (validation kept)"
     if not enqueued:
         print(f"study {study.study_name}: every run was enqueued before; train with "
               f"`search worker --study {study.study_name}`")
         return 0
-    configs = sorted({(e["search_rank"], e["source_trial"], e["epochs"]) for e in enqueued})
-    print(f"study {study.study_name}: enqueued {len(enqueued)} runs ({len(configs)} configurations x up to "
-          f"{args.seeds} seeds) on {data}" + ("" if args.epochs else f"; epochs: {EPOCHS_FACTOR} x the search's, "
-                                                                        f"or a published recipe's own"))
+    configs = sorted({(e["search_rank"], e["source_trial"], e["epochs"]) for e in enqueued if not e.get("baseline")})
+    hand = sorted({(e["baseline"], e["epochs"], e["narrowed_from"]) for e in enqueued if e.get("baseline")})
+    print(f"study {study.study_name}: enqueued {_count(len(enqueued), 'run')} ({_count(len(configs) + len(hand), 'configuration')}"
+          f" x up to {_count(args.seeds, 'seed')}) on {data}" +
+          ("" if args.epochs else f"; epochs: {EPOCHS_FACTOR} x the search's, or a published recipe's own"))
     for rank, trial, epochs in configs:
         print(f"  search rank {rank}: trial {trial}, {epochs} epochs")
+    for name, epochs, narrowed_from in hand:
+        print(f"  baseline {name} with its published recipe, {epochs} epochs" +
+              (f" (narrowed from {narrowed_from:,} parameters to the budget)" if narrowed_from else ""))
+    from search.definition import DEFINITION_ATTR
+    for name in study.user_attrs[DEFINITION_ATTR]["final"].get("baselines_over_budget", []):
+        print(f"  baseline {name}: not trained, over the budget even at the narrowest widths")
     print(f"train them with `search worker --study {study.study_name}` (any number of workers and hosts)")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
@@ -485,6 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on all 50,000 images (no validation split; the last epoch is kept) "
                         "(default: the search's train split, validation kept)")
     s.add_argument("--final-study", metavar="NAME", help="companion study name (default: STUDY.final)")
+    s.add_argument("--baselines", nargs="?", const="all", metavar="NAMES",
+                   help="also train hand designs with their published recipes under the same epochs, seeds and data, "
+                        "narrowed to the budget where over it: all (the default when the flag is given alone) or a "
+                        "comma-separated list of presets with a published recipe; status and report then show the "
+                        "searched winner's gain over the best of them with a 95%% confidence interval (default: none)")
     _add_storage(s)
     s.set_defaults(func=cmd_finalize)
 

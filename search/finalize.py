@@ -8,7 +8,9 @@ heartbeats, retries, resume-from-checkpoint and many GPUs or hosts work as in a 
 
 A final trial's value is its test accuracy; the study records, per configuration, the test
 accuracy's mean and standard deviation over seeds and how the final ranking agrees with the
-search's (Spearman's rank correlation).
+search's (Spearman's rank correlation). With baselines (search/baselines.py), hand designs are
+trained beside them under the same schedule, seeds and data, and the results give the searched
+winner's gain over the best of them with its confidence interval.
 """
 from __future__ import annotations
 
@@ -28,11 +30,13 @@ from objectives.recipe import Recipe
 from objectives.space import arch_to_params
 from objectives.inference import Classifier, evaluate
 
+from . import baselines as hand
 from .definition import DEFINITION_ATTR, StudyDefinition, StudyNotFound, create_study, load_study
 from .objective import Objective
 from .settings import FINALIZE_SEEDS, FINALIZE_TOP
-from .trials import (ARCHITECTURE_ATTR, FINAL_ATTR, FIXED_RECIPE_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR, PUBLISHED_ATTR,
-                     RECIPE_ATTR, SEED_ATTR, TEST_ACC_ATTR, UNUSED_ATTR, VAL_ACC_ATTR, feasible_trials)
+from .trials import (ARCHITECTURE_ATTR, FINAL_ATTR, FIXED_ARCH_ATTR, FIXED_RECIPE_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR,
+                     PUBLISHED_ATTR, RECIPE_ATTR, SEED_ATTR, SINGLE_VIEW_TEST_ACC_ATTR, TEST_ACC_ATTR, UNUSED_ATTR,
+                     VAL_ACC_ATTR, feasible_trials)
 
 FINAL_SUFFIX = ".final"
 EPOCHS_FACTOR = 5           # default final schedule: 5 x the search's epochs per trial
@@ -63,9 +67,15 @@ def final_recipe(trial: FrozenTrial, epochs: int | None, search_epochs: int) -> 
     recipe's own epochs for an enqueued published design, else EPOCHS_FACTOR x the search's.
     A step schedule keeps its shape (its interval scales with the epochs); onecycle and
     cosine are defined as fractions of the run already."""
-    recipe = dict(trial.user_attrs[RECIPE_ATTR])
+    recipe = trial.user_attrs[RECIPE_ATTR]
     if epochs is None:
         epochs = recipe["epochs"] if trial.user_attrs.get(PUBLISHED_ATTR) else EPOCHS_FACTOR * search_epochs
+    return with_epochs(recipe, epochs)
+
+
+def with_epochs(recipe: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """`recipe` stretched or shrunk to `epochs`, keeping the shape of its schedule."""
+    recipe = dict(recipe)
     if recipe["schedule"] == "step":
         recipe["step_every_epochs"] = max(1, round(recipe["step_every_epochs"] * epochs / recipe["epochs"]))
     recipe["epochs"] = epochs
@@ -73,9 +83,12 @@ def final_recipe(trial: FrozenTrial, epochs: int | None, search_epochs: int) -> 
 
 
 def finalize(storage, source: str, top: int = FINALIZE_TOP, epochs: int | None = None, seeds: int = FINALIZE_SEEDS,
-             full_train: bool = False, name: str | None = None) -> tuple[optuna.Study, list[dict[str, Any]]]:
+             full_train: bool = False, name: str | None = None, baselines: list[str] | None = None
+             ) -> tuple[optuna.Study, list[dict[str, Any]]]:
     """Create (or re-open) the companion study and enqueue the runs it lacks; returns the
-    study and the runs enqueued now (empty when all were enqueued before)."""
+    study and the runs enqueued now (empty when all were enqueued before). `baselines`: hand
+    designs (presets with a published recipe) to train beside them, under the same final
+    schedule (epochs), seeds and data."""
     if top < 1 or seeds < 1 or (epochs is not None and epochs < 1):
         raise ValueError("--top, --seeds and --epochs must be positive")
     study, definition = load_study(storage, source)
@@ -85,6 +98,10 @@ def finalize(storage, source: str, top: int = FINALIZE_TOP, epochs: int | None =
     if not chosen:
         raise ValueError(f"study {source!r} has no completed trial within budget yet: nothing to finalize")
     final_epochs = epochs or EPOCHS_FACTOR * definition.epochs
+    planned = hand.plan(baselines or [], definition.space.arch.channels, definition.budget)
+    trainable = [b for b in planned if b.arch is not None]
+    if baselines and not trainable:
+        raise ValueError(f"no baseline fits the budget of {definition.budget:,} parameters, even narrowed")
     space = definition.space
     space = dataclasses.replace(space, recipe=dataclasses.replace(space.recipe, epochs=(final_epochs, final_epochs)))
     final_def = dataclasses.replace(
@@ -92,7 +109,10 @@ def finalize(storage, source: str, top: int = FINALIZE_TOP, epochs: int | None =
         final={"source": source, "top": top, "seeds": seeds, "epochs": epochs, "full_train": full_train,
                # the configurations are part of the definition: finalizing again after the
                # search has moved on is a new companion study, not a silent mix of two
-               "source_trials": [t.number for t in chosen]})
+               "source_trials": [t.number for t in chosen],
+               **({"baselines": [{"name": b.name, "params": b.params, "published_params": b.published_params}
+                                 for b in trainable],
+                   "baselines_over_budget": [b.name for b in planned if b.arch is None]} if baselines else {})})
     name = name or final_study_name(source)
     try:
         final = create_study(storage, name, final_def)
@@ -101,8 +121,7 @@ def finalize(storage, source: str, top: int = FINALIZE_TOP, epochs: int | None =
             raise
         raise ValueError(f"study {name!r} holds a finalize of other options or other top trials (the search has "
                          f"moved on?); pass --final-study NEW_NAME to finalize again") from None
-    present = {(t.user_attrs[FINAL_ATTR]["source_trial"], t.user_attrs[FINAL_ATTR]["seed_index"])
-               for t in final.get_trials(deepcopy=False) if FINAL_ATTR in t.user_attrs}
+    present = {_run_key(t.user_attrs[FINAL_ATTR]) for t in final.get_trials(deepcopy=False) if FINAL_ATTR in t.user_attrs}
     enqueued = []
     for rank, t in enumerate(chosen, start=1):
         recipe = final_recipe(t, epochs, definition.epochs)
@@ -115,7 +134,24 @@ def finalize(storage, source: str, top: int = FINALIZE_TOP, epochs: int | None =
             final.enqueue_trial(params, user_attrs={FIXED_RECIPE_ATTR: recipe, SEED_ATTR: definition.seed + i,
                                                     FINAL_ATTR: origin, PARAMS_ATTR: t.user_attrs[PARAMS_ATTR]})
             enqueued.append({**origin, "epochs": recipe["epochs"]})
+    for b in trainable:
+        recipe = Recipe.from_dict(with_epochs(b.recipe, final_epochs)).to_dict()
+        for i in range(seeds):
+            origin = {"source_study": source, "source_trial": None, "baseline": b.name, "search_rank": None,
+                      "search_val_acc": None, "seed_index": i, "published_recipe": b.name,
+                      "narrowed_from": b.published_params if b.narrowed else None}
+            if _run_key(origin) in present:
+                continue
+            final.enqueue_trial({}, user_attrs={FIXED_RECIPE_ATTR: recipe, FIXED_ARCH_ATTR: b.arch.to_dict(),
+                                                SEED_ATTR: definition.seed + i, FINAL_ATTR: origin,
+                                                PARAMS_ATTR: b.params})
+            enqueued.append({**origin, "epochs": recipe["epochs"]})
     return final, enqueued
+
+
+def _run_key(origin: dict[str, Any]) -> tuple[Any, int]:
+    """One final run: its configuration (a search trial's number, or a baseline's name) and seed."""
+    return origin.get("baseline") or origin["source_trial"], origin["seed_index"]
 
 
 class FinalObjective(Objective):
@@ -150,9 +186,11 @@ class FinalObjective(Objective):
                       tta=recipe.tta_flip)
         self._test_acc = ev.accuracy
         val_acc = result.best_val_acc if len(self.data.val) else None
+        trial.set_user_attr(SINGLE_VIEW_TEST_ACC_ATTR, ev.single_view_accuracy)
         trial.set_user_attr(TEST_ACC_ATTR, ev.accuracy)
         trial.set_user_attr(VAL_ACC_ATTR, val_acc)
-        return {"test_acc": ev.accuracy, "test_images": len(self.test), "val_acc": val_acc}
+        return {"test_acc": ev.accuracy, "test_acc_single_view": ev.single_view_accuracy, "test_tta_flip": recipe.tta_flip,
+                "test_images": len(self.test), "val_acc": val_acc}
 
     def model_info(self, trial: optuna.Trial) -> dict[str, Any]:
         origin = trial.user_attrs[FINAL_ATTR]
@@ -196,56 +234,104 @@ def _finished(study: optuna.Study) -> list[FrozenTrial]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
         origin = t.user_attrs.get(FINAL_ATTR)
         if origin and t.user_attrs.get(TEST_ACC_ATTR) is not None:
-            key = (origin["source_trial"], origin["seed_index"])
+            key = _run_key(origin)
             if key not in latest or t.number > latest[key].number:
                 latest[key] = t
     return list(latest.values())
 
 
+def _row(runs: list[FrozenTrial]) -> dict[str, Any]:
+    """One configuration's final runs, summarised (searched and baseline rows alike)."""
+    origin = runs[0].user_attrs[FINAL_ATTR]
+    tests = [r.user_attrs[TEST_ACC_ATTR] for r in runs]
+    # runs recorded before the single-view figure existed used single view unless their recipe flipped
+    singles = [r.user_attrs.get(SINGLE_VIEW_TEST_ACC_ATTR, r.user_attrs[TEST_ACC_ATTR]) for r in runs]
+    vals = [r.user_attrs[VAL_ACC_ATTR] for r in runs if r.user_attrs.get(VAL_ACC_ATTR) is not None]
+    recipe = runs[0].user_attrs[FIXED_RECIPE_ATTR]
+    return {
+        "source_trial": origin["source_trial"], "search_rank": origin["search_rank"],
+        "search_val_acc": origin["search_val_acc"], "published_recipe": origin.get("published_recipe"),
+        "params": runs[0].user_attrs.get(PARAMS_ATTR), "epochs": recipe["epochs"], "tta_flip": recipe["tta_flip"],
+        "seeds_done": len(runs),
+        "test_acc_mean": statistics.fmean(tests), "test_acc_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+        "single_view_accs": singles, "single_view_mean": statistics.fmean(singles),
+        "val_acc_mean": statistics.fmean(vals) if vals else None,
+        "trials": sorted(r.number for r in runs)}
+
+
 def final_results(study: optuna.Study, definition: StudyDefinition | None = None) -> dict[str, Any]:
     definition = definition or StudyDefinition.from_dict(study.user_attrs[DEFINITION_ATTR])
     spec = definition.final
-    by_config: dict[int, list[FrozenTrial]] = {}
+    by_config: dict[Any, list[FrozenTrial]] = {}
     for t in _finished(study):
-        by_config.setdefault(t.user_attrs[FINAL_ATTR]["source_trial"], []).append(t)
-    configs = []
-    for source_trial, runs in by_config.items():
-        origin = runs[0].user_attrs[FINAL_ATTR]
-        tests = [r.user_attrs[TEST_ACC_ATTR] for r in runs]
-        vals = [r.user_attrs[VAL_ACC_ATTR] for r in runs if r.user_attrs.get(VAL_ACC_ATTR) is not None]
-        configs.append({
-            "source_trial": source_trial, "search_rank": origin["search_rank"], "search_val_acc": origin["search_val_acc"],
-            "published_recipe": origin.get("published_recipe"), "params": runs[0].user_attrs.get(PARAMS_ATTR),
-            "epochs": runs[0].user_attrs[FIXED_RECIPE_ATTR]["epochs"], "seeds_done": len(runs),
-            "test_acc_mean": statistics.fmean(tests), "test_acc_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
-            "val_acc_mean": statistics.fmean(vals) if vals else None,
-            "trials": sorted(r.number for r in runs)})
+        by_config.setdefault(_run_key(t.user_attrs[FINAL_ATTR])[0], []).append(t)
+    configs, baseline_rows = [], []
+    for key, runs in by_config.items():
+        row = _row(runs)
+        if isinstance(key, str):
+            origin = runs[0].user_attrs[FINAL_ATTR]
+            baseline_rows.append({**row, "name": key, "narrowed_from": origin.get("narrowed_from")})
+        else:
+            configs.append(row)
     configs.sort(key=lambda c: (-c["test_acc_mean"], c["search_rank"]))
     for i, c in enumerate(configs, start=1):
         c["final_rank"] = i
     pending = sum(t.user_attrs.get(TEST_ACC_ATTR) is None  # a RUNNING run with a test accuracy is done
                   for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
+    winner = _winner(configs, spec["full_train"])
+    planned_baselines = spec.get("baselines", [])
     return {"source": spec["source"], "full_train": spec["full_train"], "seeds": spec["seeds"],
             "configurations": sorted(configs, key=lambda c: c["search_rank"]),
+            "baselines": sorted(baseline_rows, key=lambda b: -b["single_view_mean"]),
+            "baselines_over_budget": spec.get("baselines_over_budget", []),
+            "winner": winner and winner["source_trial"],
+            "comparison": hand.compare(winner, baseline_rows),
             "rank_correlation": spearman([c["search_val_acc"] for c in configs], [c["test_acc_mean"] for c in configs]),
-            "runs_done": sum(c["seeds_done"] for c in configs), "runs_planned": len(spec["source_trials"]) * spec["seeds"],
+            "runs_done": sum(c["seeds_done"] for c in configs + baseline_rows),
+            "runs_planned": (len(spec["source_trials"]) + len(planned_baselines)) * spec["seeds"],
             "runs_pending": pending}
+
+
+def _winner(configs: list[dict[str, Any]], full_train: bool) -> dict[str, Any] | None:
+    """The searched configuration a user would hand in, chosen as `best_final` chooses: by mean
+    final validation accuracy, or by the search's ranking when there was no validation split."""
+    if not configs:
+        return None
+    if full_train or any(c["val_acc_mean"] is None for c in configs):
+        return {**min(configs, key=lambda c: c["search_rank"]), "selected_by": "search rank (no validation split)"}
+    return {**max(configs, key=lambda c: (c["val_acc_mean"], -c["search_rank"])),
+            "selected_by": "mean final validation accuracy"}
 
 
 def format_final(r: dict[str, Any]) -> str:
     data = "all training images, no validation" if r["full_train"] else "the search's train split, validation kept"
     lines = [f"  finalized from {r['source']} ({data}): {r['runs_done']} of {r['runs_planned']} runs done, "
              f"{r['runs_pending']} waiting or running",
-             f"    {'search':>6} {'trial':>5} {'params':>10} {'epochs':>6} {'search val':>10}  "
-             f"{'test acc (mean ± std, seeds)':<30} {'final val':>9} {'final':>5}"]
+             "    searched configurations (test accuracy as each recipe evaluates; flip: averaged with the mirror image)",
+             f"    {'search rank':>11} {'trial':>5} {'params':>10} {'epochs':>6} {'search val acc':>14}  "
+             f"{'test acc mean ± std (seeds)':<28} {'flip':>4} {'final val acc':>13} {'final rank':>10}"]
     for c in r["configurations"]:
         val = f"{c['val_acc_mean']:.4f}" if c["val_acc_mean"] is not None else "-"
         test = f"{c['test_acc_mean']:.4f} ± {c['test_acc_std']:.4f} ({c['seeds_done']})"
-        lines.append(f"    {c['search_rank']:>6} {c['source_trial']:>5} {c['params'] or 0:>10,} {c['epochs']:>6} "
-                     f"{c['search_val_acc']:>10.4f}  {test:<30} {val:>9} {c['final_rank']:>5}")
+        lines.append(f"    {c['search_rank']:>11} {c['source_trial']:>5} {c['params'] or 0:>10,} {c['epochs']:>6} "
+                     f"{c['search_val_acc']:>14.4f}  {test:<28} {'yes' if c['tta_flip'] else 'no':>4} {val:>13} "
+                     f"{c['final_rank']:>10}")
     rho = r["rank_correlation"]
     lines.append(f"    rank correlation, search val vs final test (Spearman): {rho:.2f}" if rho is not None else
                  "    rank correlation: needs at least two finalized configurations with different results")
+    if r.get("baselines") or r.get("baselines_over_budget"):
+        lines.append("    baselines: hand designs with their published recipes, same epochs, seeds and data")
+        lines.append(f"    {'design':<20} {'params':>10} {'epochs':>6}  {'test acc mean ± std (seeds)':<28} "
+                     f"{'flip':>4} {'final val acc':>13}")
+        for b in r["baselines"]:
+            val = f"{b['val_acc_mean']:.4f}" if b["val_acc_mean"] is not None else "-"
+            test = f"{b['test_acc_mean']:.4f} ± {b['test_acc_std']:.4f} ({b['seeds_done']})"
+            narrowed = f"  (narrowed from {b['narrowed_from']:,} to the budget)" if b["narrowed_from"] else ""
+            lines.append(f"    {b['name']:<20} {b['params']:>10,} {b['epochs']:>6}  {test:<28} "
+                         f"{'yes' if b['tta_flip'] else 'no':>4} {val:>13}{narrowed}")
+        for name in r.get("baselines_over_budget", []):
+            lines.append(f"    {name:<20} not trained: over the budget even at the narrowest widths")
+        lines.append(hand.format_comparison(r["comparison"]))
     return "\n".join(lines)
 
 
@@ -253,7 +339,8 @@ def best_final(study: optuna.Study, definition: StudyDefinition) -> tuple[Frozen
     """The finalized model to hand over, and how it was chosen. Never by test accuracy: by
     the mean validation accuracy of the final runs (the best seed's run), or, when they
     trained on all images, by the search's ranking (the first seed's run)."""
-    runs = [t for t in _finished(study) if t.state == TrialState.COMPLETE and t.user_attrs.get(MODEL_ARTIFACT_ATTR)]
+    runs = [t for t in _finished(study) if t.state == TrialState.COMPLETE and t.user_attrs.get(MODEL_ARTIFACT_ATTR)
+            and not t.user_attrs[FINAL_ATTR].get("baseline")]  # a baseline is a yardstick, never the hand-in
     if not runs:
         raise ValueError(f"study {study.study_name!r} has no finished final run yet: run `search worker "
                          f"--study {study.study_name}` first")
@@ -299,17 +386,30 @@ def write_final_section(study: optuna.Study, definition: StudyDefinition, out) -
     lines = ["", f"## Final runs (from study `{r['source']}`)", "",
              f"{r['runs_done']} of {r['runs_planned']} runs done on "
              f"{'all training images (no validation split)' if r['full_train'] else 'the search train split (validation kept)'}.", "",
-             "| search rank | trial | params | epochs | search val | test acc (mean ± std) | seeds | final val | final rank |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| search rank | trial | params | epochs | search val acc | test acc (mean ± std) | flip averaged | seeds "
+             "| final val acc | final rank |",
+             "|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|"]
     for c in r["configurations"]:
         val = f"{c['val_acc_mean']:.4f}" if c["val_acc_mean"] is not None else "-"
         lines.append(f"| {c['search_rank']} | {c['source_trial']} | {c['params'] or 0:,} | {c['epochs']} | "
                      f"{c['search_val_acc']:.4f} | {c['test_acc_mean']:.4f} ± {c['test_acc_std']:.4f} | "
-                     f"{c['seeds_done']} | {val} | {c['final_rank']} |")
+                     f"{'yes' if c['tta_flip'] else 'no'} | {c['seeds_done']} | {val} | {c['final_rank']} |")
     rho = r["rank_correlation"]
     lines += ["", f"Rank correlation of the search's validation ranking with the final test ranking "
                   f"(Spearman): {rho:.2f}." if rho is not None else
               "Rank correlation: needs two finalized configurations with different results.", ""]
+    if r["baselines"] or r["baselines_over_budget"]:
+        lines += ["### Baselines: hand designs with their published recipes (same epochs, seeds and data)", "",
+                  "| design | params | epochs | test acc (mean ± std) | flip averaged | seeds | final val acc | note |",
+                  "|---|---:|---:|---:|:---:|---:|---:|---|"]
+        for b in r["baselines"]:
+            val = f"{b['val_acc_mean']:.4f}" if b["val_acc_mean"] is not None else "-"
+            note = f"narrowed from {b['narrowed_from']:,} to the budget" if b["narrowed_from"] else ""
+            lines.append(f"| {b['name']} | {b['params']:,} | {b['epochs']} | {b['test_acc_mean']:.4f} ± "
+                         f"{b['test_acc_std']:.4f} | {'yes' if b['tta_flip'] else 'no'} | {b['seeds_done']} | {val} | {note} |")
+        for name in r["baselines_over_budget"]:
+            lines.append(f"| {name} | | | | | | | over the budget even at the narrowest widths: not trained |")
+        lines += ["", hand.format_comparison(r["comparison"]).strip() + ".", ""]
     with (out / "summary.md").open("a") as f:
         f.write("\n".join(lines))
     return []

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import optuna
 import torch
 
-from objectives import count_macs, count_params
+from objectives import ArchConfig, count_macs, count_params
 from objectives.checkpoint import model_file
 from objectives.recipe import Recipe, sample_recipe
 from objectives.space import sample_arch
@@ -27,7 +27,7 @@ from storage.artifacts import download_torch, remove_artifact, upload_torch
 
 from .definition import StudyDefinition
 from .trials import (ARCHITECTURE_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
-                     FIXED_RECIPE_ATTR, IMAGES_PER_SECOND_ATTR, INFEASIBLE_ATTR, MACS_ATTR, MODEL_ARTIFACT_ATTR,
+                     FIXED_ARCH_ATTR, FIXED_RECIPE_ATTR, IMAGES_PER_SECOND_ATTR, INFEASIBLE_ATTR, MACS_ATTR, MODEL_ARTIFACT_ATTR,
                      PARAMS_ATTR, RECIPE_ATTR, REQUEUED_ATTR, RESUME_CHECKPOINT_ATTR, RESUME_ERROR_ATTR,
                      RESUMED_FROM_EPOCH_ATTR, SECONDS_ATTR, SEED_ATTR, WORKER_ATTR)
 
@@ -67,7 +67,8 @@ class Objective:
         for inherited in (FAIL_REASON_ATTR, REQUEUED_ATTR):  # from the attempt this trial retries
             if trial.user_attrs.get(inherited):
                 trial.set_user_attr(inherited, None)
-        arch = sample_arch(trial, d.space.arch, d.budget)
+        fixed_arch = trial.user_attrs.get(FIXED_ARCH_ATTR)
+        arch = ArchConfig.from_dict(fixed_arch) if fixed_arch else sample_arch(trial, d.space.arch, d.budget)
         fixed_recipe = trial.user_attrs.get(FIXED_RECIPE_ATTR)
         recipe = Recipe.from_dict(fixed_recipe) if fixed_recipe else sample_recipe(trial, d.space.recipe)
         params = count_params(arch)

@@ -35,11 +35,15 @@ PRESET_ATTR = "preset"
 # what is otherwise drawn. A fixed recipe's run is never pruned: its schedule is not the
 # study's, so the pruner's rungs do not compare it fairly.
 FIXED_RECIPE_ATTR = "fixed_recipe"
+# A fixed architecture (`search finalize --baselines`: a hand design the space may not express)
+# replaces the sampled one the same way.
+FIXED_ARCH_ATTR = "fixed_architecture"
 SEED_ATTR = "seed"
 PUBLISHED_ATTR = "published_recipe"   # the preset whose published recipe an enqueued trial trains with
 # A finalize study's runs (search/finalize.py):
 FINAL_ATTR = "final"                  # where its configuration came from, which seed
-TEST_ACC_ATTR = "test_acc"
+TEST_ACC_ATTR = "test_acc"           # as the run's recipe evaluates: with flip averaging if tta_flip
+SINGLE_VIEW_TEST_ACC_ATTR = "test_acc_single_view"  # each test image once: what every run can be compared on
 VAL_ACC_ATTR = "val_acc"
 UNUSED_ATTR = "unused"                # a placeholder a worker got once the queue was empty
 

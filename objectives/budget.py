@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from .architecture import ArchConfig
-from .counting import count_params
+from .counting import count_macs, count_params
 from .optimizers import get_optimizer
 from .recipe import RecipeSpace
 
@@ -23,10 +23,13 @@ SHRINK_STEP = 0.9   # each try narrows every stage by 10% more
 MIN_STEPS_PER_EPOCH = 25  # fewer optimizer steps per epoch and short trials barely learn
 
 
-def fit_to_budget(arch: ArchConfig, widths: tuple[int, ...], budget: int) -> ArchConfig:
-    """`arch`, or its widest version within `budget` whose stage widths are all in `widths`
-    (each at most its sampled width). If even the narrowest is over budget, the narrowest."""
-    if count_params(arch) <= budget:
+def fit_to_budget(arch: ArchConfig, widths: tuple[int, ...], budget: int, max_macs: int | None = None) -> ArchConfig:
+    """`arch`, or its widest version within `budget` (and `max_macs` multiply-accumulates per image,
+    when given) whose stage widths are all in `widths` (each at most its sampled width). If even
+    the narrowest is over, the narrowest."""
+    def fits(a: ArchConfig) -> bool:
+        return count_params(a) <= budget and (max_macs is None or count_macs(a) <= max_macs)
+    if fits(arch):
         return arch
     ordered = sorted(widths)
     scale = 1.0
@@ -34,7 +37,7 @@ def fit_to_budget(arch: ArchConfig, widths: tuple[int, ...], budget: int) -> Arc
         scale *= SHRINK_STEP
         stages = tuple(dataclasses.replace(s, channels=_round_down(s.channels * scale, ordered)) for s in arch.stages)
         candidate = dataclasses.replace(arch, stages=stages)
-        if count_params(candidate) <= budget or all(s.channels == ordered[0] for s in stages):
+        if fits(candidate) or all(s.channels == ordered[0] for s in stages):
             return candidate
 
 

@@ -92,9 +92,9 @@ def pool_choices(num_stages: int) -> list[int]:
     return [d for d in range(1, side + 1) if side % d == 0]
 
 
-def sample_arch(trial: TrialLike, space: ArchSpace, budget: int | None = None) -> ArchConfig:
+def sample_arch(trial: TrialLike, space: ArchSpace, budget: int | None = None, max_macs: int | None = None) -> ArchConfig:
     """Draw one architecture from `space`. Builds nothing: count it before building.
-    With `budget`, an over-budget draw is narrowed to fit (see objectives/budget.py)."""
+    With `budget` (and `max_macs`), an over-budget draw is narrowed to fit (see objectives/budget.py)."""
     n = trial.suggest_int("num_stages", *space.num_stages)
     stages = tuple(
         StageConfig(
@@ -117,7 +117,7 @@ def sample_arch(trial: TrialLike, space: ArchSpace, budget: int | None = None) -
         block_dropout=suggest_range(trial, "block_dropout", space.block_dropout),
         head_dropout=suggest_range(trial, "head_dropout", space.head_dropout),
     )
-    return arch if budget is None else fit_to_budget(arch, space.channels, budget)
+    return arch if budget is None else fit_to_budget(arch, space.channels, budget, max_macs)
 
 
 def arch_to_params(arch: ArchConfig, space: ArchSpace) -> dict[str, Any]:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
-from objectives import ArchConfig, count_params, get_preset
+from objectives import ArchConfig, count_macs, count_params, get_preset
 from objectives.budget import fit_to_budget
 from objectives.published import BASELINE_RECIPES
 
@@ -48,15 +49,17 @@ def parse_names(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def plan(names: list[str], widths: tuple[int, ...], budget: int) -> list[Baseline]:
-    """Each named design within `budget`: as published, or narrowed as the sampler narrows
-    (every stage width scaled by one factor, rounded down to a width of the study's list)."""
+def plan(names: list[str], widths: tuple[int, ...], budget: int, max_macs: int | None = None) -> list[Baseline]:
+    """Each named design within `budget` (and `max_macs`): as published, or narrowed as the
+    sampler narrows (every stage width scaled by one factor, rounded down to a width of the
+    study's list)."""
     out = []
     for name in names:
         preset = get_preset(name)
-        arch = fit_to_budget(preset, widths, budget)
+        arch = fit_to_budget(preset, widths, budget, max_macs)
         params = count_params(arch)
-        out.append(Baseline(name, arch if params <= budget else None, BASELINE_RECIPES[name].recipe.to_dict(),
+        fits = params <= budget and (max_macs is None or count_macs(arch) <= max_macs)
+        out.append(Baseline(name, arch if fits else None, BASELINE_RECIPES[name].recipe.to_dict(),
                             params, count_params(preset)))
     return out
 
@@ -67,7 +70,9 @@ def welch_interval(a: list[float], b: list[float]) -> dict[str, Any] | None:
     if len(a) < 2 or len(b) < 2:
         return None
     from scipy import stats  # imported here: status and the CLI load this module without it
-    r = stats.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # near-equal runs warn of precision loss; the interval is still right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = stats.ttest_ind(a, b, equal_var=False)
     diff = sum(a) / len(a) - sum(b) / len(b)
     if math.isnan(r.df):  # both sides constant: no spread to build an interval from
         return {"low": diff, "high": diff, "df": None, "p_value": None}

@@ -97,7 +97,8 @@ def _definition(args: argparse.Namespace):
     if args.epochs is not None:
         space = dataclasses.replace(space, recipe=dataclasses.replace(space.recipe, epochs=(args.epochs, args.epochs)))
     return StudyDefinition(space=space, budget=args.budget, val_size=args.val_size, seed=args.seed,
-                           train_limit=args.train_limit, pruner=args.pruner, sampler=args.sampler)
+                           train_limit=args.train_limit, pruner=args.pruner, sampler=args.sampler,
+                           max_macs=args.max_macs)
 
 
 def cmd_create(args: argparse.Namespace, storage=None) -> int:
@@ -358,6 +359,9 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
 
 def _add_create(p: argparse.ArgumentParser) -> None:
     _add_budget(p)
+    p.add_argument("--max-macs", type=positive_int, metavar="M",
+                   help="compute budget: multiply-accumulates per image a model may cost, narrowed to fit like the "
+                        "parameter budget (e.g. 25000000 where trials train on a CPU) (default: no limit)")
     p.add_argument("--epochs", type=positive_int, help="epochs per trial (default: the space's, 20)")
     p.add_argument("--space", metavar="FILE.json",
                    help="ranges to search; `search space` prints the default to start from")

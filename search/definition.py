@@ -32,6 +32,9 @@ class StudyDefinition:
     train_limit: int | None = None   # keep only this many training images (smoke studies)
     pruner: str = DEFAULT_PRUNER     # a key of strategies.PRUNERS
     sampler: str = DEFAULT_SAMPLER   # a key of strategies.SAMPLERS
+    # Multiply-accumulates per image a model may cost (None: no limit): the compute budget that
+    # matters where training is slow (a CPU), enforced like the parameter budget.
+    max_macs: int | None = None
     # A companion study of `search finalize` (search/finalize.py): what it retrains, from where.
     final: dict[str, Any] | None = None
 
@@ -48,6 +51,8 @@ class StudyDefinition:
         check_name("sampler", SAMPLERS, self.sampler)
         if self.train_limit is not None:
             number("train_limit", self.train_limit, 1, integer=True)
+        if self.max_macs is not None:
+            number("max_macs", self.max_macs, 1, integer=True)
 
     @property
     def epochs(self) -> int:
@@ -56,8 +61,9 @@ class StudyDefinition:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["space"] = self.space.to_dict()
-        if d["final"] is None:  # search studies keep the stored form they had before finalize existed
-            del d["final"]
+        for later in ("final", "max_macs"):  # studies keep the stored form they had before these existed
+            if d[later] is None:
+                del d[later]
         return d
 
     @classmethod

@@ -98,7 +98,7 @@ def finalize(storage, source: str, top: int = FINALIZE_TOP, epochs: int | None =
     if not chosen:
         raise ValueError(f"study {source!r} has no completed trial within budget yet: nothing to finalize")
     final_epochs = epochs or EPOCHS_FACTOR * definition.epochs
-    planned = hand.plan(baselines or [], definition.space.arch.channels, definition.budget)
+    planned = hand.plan(baselines or [], definition.space.arch.channels, definition.budget, definition.max_macs)
     trainable = [b for b in planned if b.arch is not None]
     if baselines and not trainable:
         raise ValueError(f"no baseline fits the budget of {definition.budget:,} parameters, even narrowed")

@@ -26,7 +26,7 @@ from objectives.train import Trainer
 from storage.artifacts import download_torch, remove_artifact, upload_torch
 
 from .definition import StudyDefinition
-from .trials import (ARCHITECTURE_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
+from .trials import (ARCHITECTURE_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, MACS_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
                      FIXED_ARCH_ATTR, FIXED_RECIPE_ATTR, IMAGES_PER_SECOND_ATTR, INFEASIBLE_ATTR, MACS_ATTR, MODEL_ARTIFACT_ATTR,
                      PARAMS_ATTR, RECIPE_ATTR, REQUEUED_ATTR, RESUME_CHECKPOINT_ATTR, RESUME_ERROR_ATTR,
                      RESUMED_FROM_EPOCH_ATTR, SECONDS_ATTR, SEED_ATTR, WORKER_ATTR)
@@ -68,17 +68,22 @@ class Objective:
             if trial.user_attrs.get(inherited):
                 trial.set_user_attr(inherited, None)
         fixed_arch = trial.user_attrs.get(FIXED_ARCH_ATTR)
-        arch = ArchConfig.from_dict(fixed_arch) if fixed_arch else sample_arch(trial, d.space.arch, d.budget)
+        arch = ArchConfig.from_dict(fixed_arch) if fixed_arch else sample_arch(trial, d.space.arch, d.budget,
+                                                                                d.max_macs)
         fixed_recipe = trial.user_attrs.get(FIXED_RECIPE_ATTR)
         recipe = Recipe.from_dict(fixed_recipe) if fixed_recipe else sample_recipe(trial, d.space.recipe)
-        params = count_params(arch)
+        params, macs = count_params(arch), count_macs(arch)
         trial.set_user_attr(PARAMS_ATTR, params)
-        trial.set_user_attr(MACS_ATTR, count_macs(arch))
+        trial.set_user_attr(MACS_ATTR, macs)
         trial.set_constraint(BUDGET_CONSTRAINT, float(params - d.budget))
-        if params > d.budget:
+        if d.max_macs is not None:
+            trial.set_constraint(MACS_CONSTRAINT, float(macs - d.max_macs))
+        over = ([f"{params:,} trainable parameters > budget {d.budget:,}"] if params > d.budget else []) + \
+            ([f"{macs:,} MACs > --max-macs {d.max_macs:,}"] if d.max_macs is not None and macs > d.max_macs else [])
+        if over:
             # COMPLETE but infeasible: constrained TPE learns the region from the constraint
             # value, and best_trial ignores it. Nothing was built or trained.
-            trial.set_user_attr(INFEASIBLE_ATTR, f"over budget: {params:,} trainable parameters > budget {d.budget:,}")
+            trial.set_user_attr(INFEASIBLE_ATTR, "over budget: " + " and ".join(over))
             return 0.0
         trial.set_user_attr(ARCHITECTURE_ATTR, arch.to_dict())
         trial.set_user_attr(RECIPE_ATTR, recipe.to_dict())

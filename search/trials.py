@@ -50,6 +50,7 @@ UNUSED_ATTR = "unused"                # a placeholder a worker got once the queu
 # The constraint every sample records: params - budget, <= 0 is feasible. Optuna reads it
 # (constrained TPE, `study.best_trial`, the dashboard and plots), so it defines feasibility.
 BUDGET_CONSTRAINT = "params_over_budget"
+MACS_CONSTRAINT = "macs_over_budget"   # recorded by studies with a compute budget (--max-macs)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 INFEASIBLE_STATE = "infeasible"
 STATE_NAMES = ("complete", "pruned", INFEASIBLE_STATE, "fail", "running", "waiting")  # as status and report list them

@@ -107,7 +107,9 @@ class Objective:
                 trial.set_user_attr(RESUME_CHECKPOINT_ATTR, current)
                 self._remove_own(trial, previous)
                 previous = current
-            return not fixed_recipe and trial.should_prune()
+            # The last epoch is never pruned: the run is over, and a run that trained all its epochs
+            # is COMPLETE whatever the pruner would say (Hyperband's last rung is the last epoch).
+            return not fixed_recipe and epoch < recipe.epochs and trial.should_prune()
 
         result = trainer.run(on_epoch, should_stop=self.should_stop)
         seconds = time.perf_counter() - started

@@ -191,3 +191,18 @@ def test_retry_waits_through_an_outage_and_gives_up_after_db_wait(capsys):
     with pytest.raises(KeyError):
         DatabaseRetry(wait=30, label="t").call(bug)
     assert calls == [0]
+
+
+def test_trials_that_train_all_their_epochs_are_complete_with_many_workers(env, tmp_path):
+    """A 1-epoch study under the default Hyperband: its only rung is the last epoch, where a
+    pruned verdict used to turn a finished run into PRUNED (invisible to best, pareto, finalize)."""
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    search("create", "--study", "short", "--storage", url, "--space", space_file(tmp_path, FAULT_SPACE),
+           "--val-size", "200", "--epochs", "1", env=env)  # the default pruner: hyperband
+    proc = search("worker", "--study", "short", "--storage", url, "--gpus", "none", "--per-gpu", "2",
+                  "--n-trials", "5", "--quiet", env=env, timeout=400)
+    trials = load(url, "short").trials
+    states = sorted(t.state.name for t in trials)
+    assert trained_trials(load(url, "short")) >= 5, proc.stdout
+    assert set(states) == {"COMPLETE"}, (states, proc.stdout)
+    assert all(sorted(t.intermediate_values) == [1] for t in trials)

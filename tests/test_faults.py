@@ -206,3 +206,92 @@ def test_trials_that_train_all_their_epochs_are_complete_with_many_workers(env, 
     assert trained_trials(load(url, "short")) >= 5, proc.stdout
     assert set(states) == {"COMPLETE"}, (states, proc.stdout)
     assert all(sorted(t.intermediate_values) == [1] for t in trials)
+
+
+def _running_trial(storage, study_name: str, epochs: dict[int, float], checkpoint_epoch: int | None):
+    """A RUNNING trial that reported `epochs`, with a resume checkpoint after `checkpoint_epoch`."""
+    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True)
+    trial = study.ask()
+    for step, value in epochs.items():
+        trial.report(value, step)
+    if checkpoint_epoch is not None:
+        trial.set_user_attr("resume_checkpoint", {"artifact_id": "x", "trial_id": trial._trial_id,
+                                                  "epoch": checkpoint_epoch})
+    return study, trial._trial_id
+
+
+def test_requeue_is_once_across_processes_and_lost_commit_answers(pg):
+    """Eight processes recover one trial cut off by an outage at the same moment (its worker,
+    the peers' stale-trial watches), and one of them retries a re-queue whose commit went
+    through but whose answer was lost: the trial gets exactly one retry."""
+    import multiprocessing
+    url = pg.new_database()
+    from storage.database import make_storage
+    study, trial_id = _running_trial(make_storage(url), "race", {1: 0.3, 2: 0.4}, checkpoint_epoch=2)
+    ctx = multiprocessing.get_context("fork")  # each child opens its own storage
+    barrier, results = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_recover_in_process, args=(url, "race", trial_id, barrier, results)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    numbers = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    trials = load(url, "race").trials
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retries) == 1, ([t.system_attrs for t in trials], numbers)
+    assert retries[0].intermediate_values == {1: 0.3, 2: 0.4}  # what its checkpoint covers
+
+    # A commit whose answer was lost: the retry is stored, then the connection drops; the
+    # worker's database retry calls the recovery again.
+    study, trial_id = _running_trial(make_storage(url), "lost-answer", {1: 0.5}, checkpoint_epoch=1)
+    storage = make_storage(url)
+    real_create = storage.create_new_trial
+    calls = []
+
+    def create_then_lose_answer(*args, **kwargs):
+        result = real_create(*args, **kwargs)  # committed
+        calls.append(result)
+        if len(calls) == 1:
+            pg.restart()  # the server goes away before the answer is read
+            raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+        return result
+    storage.create_new_trial = create_then_lose_answer
+    from search.dbretry import DatabaseRetry
+    from search.worker import _recover_interrupted
+    study = optuna.load_study(study_name="lost-answer", storage=storage)
+    DatabaseRetry(wait=60, label="t", delays=(0.5,)).call(_recover_interrupted, study, storage, trial_id)
+    retries = [t for t in load(url, "lost-answer").trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retries) == 1, retries
+
+
+def _recover_in_process(url, study_name, trial_id, barrier, results):
+    from search.worker import _recover_interrupted
+    from storage.database import make_storage
+    storage = make_storage(url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    barrier.wait()
+    try:
+        results.put(_recover_interrupted(study, storage, trial_id))
+    except Exception as e:
+        results.put(repr(e))
+
+
+def test_a_retry_that_starts_over_starts_with_an_empty_curve_and_status_says_what_was_requeued(tmp_path):
+    from search.status import summarize
+    from search.worker import _recover_interrupted
+    from storage.database import make_storage
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = make_storage(url)
+    study, no_checkpoint = _running_trial(storage, "curve", {1: 0.6, 2: 0.7}, checkpoint_epoch=None)
+    _, checkpoint_after_1 = _running_trial(storage, "curve", {1: 0.5, 2: 0.55}, checkpoint_epoch=1)
+    _, lost = _running_trial(storage, "curve", {1: 0.2}, checkpoint_epoch=None)
+    study = optuna.load_study(study_name="curve", storage=storage)
+    for trial_id in (no_checkpoint, checkpoint_after_1):
+        _recover_interrupted(study, storage, trial_id)
+    storage.set_trial_state_values(lost, state=TrialState.FAIL)  # failed, its re-queue never came
+    by_origin = {t.system_attrs.get("failed_trial"): t for t in load(url, "curve").trials}
+    assert by_origin[0].intermediate_values == {}  # starts over: nothing to judge it by but itself
+    assert by_origin[1].intermediate_values == {1: 0.5}  # resumes after epoch 1
+    reasons = {f["trial"]: f["reason"] for f in summarize(load(url, "curve"))["recent_failures"]}
+    assert reasons[0].endswith(f"re-queued as trial {by_origin[0].number}"), reasons
+    assert reasons[2] == "worker lost (heartbeat stale); not re-queued", reasons

@@ -295,3 +295,91 @@ def test_a_retry_that_starts_over_starts_with_an_empty_curve_and_status_says_wha
     reasons = {f["trial"]: f["reason"] for f in summarize(load(url, "curve"))["recent_failures"]}
     assert reasons[0].endswith(f"re-queued as trial {by_origin[0].number}"), reasons
     assert reasons[2] == "worker lost (heartbeat stale); not re-queued", reasons
+
+
+def _log_has(path: Path, text: str) -> bool:
+    return path.exists() and text in path.read_text()
+
+
+def test_worker_rides_out_the_s3_server_killed_and_restarted(pg, env, tmp_path):
+    from tests.fleet_servers import S3Server
+    s3 = S3Server().start()
+    try:
+        s3.client().create_bucket(Bucket="ckpts")
+        s3_env = {**{k: v for k, v in env.items() if k != "SEARCH_ARTIFACTS"}, **s3.env}
+        url = pg.new_database()
+        search("create", "--study", "s3down", "--storage", url, "--space", space_file(tmp_path, FAULT_SPACE),
+               "--val-size", "200", "--pruner", "none", "--artifacts", "s3://ckpts/run", env=s3_env)
+        log = tmp_path / "w.log"
+        w = worker(url, "s3down", s3_env, log, "--n-trials", "1", "--heartbeat", "2", "--grace", "10")
+        wait_until(lambda: running_checkpoint(url, "s3down", 1), 240, "a checkpoint in S3")
+        s3.proc.kill()  # the endpoint is gone: connections refused
+        s3.proc.wait()
+        wait_until(lambda: _log_has(log, "artifact store error"), 120, "the worker to meet the outage")
+        time.sleep(5)
+        s3.start()  # moto keeps nothing: the bucket comes back empty, as a wiped test server would
+        s3.client().create_bucket(Bucket="ckpts")
+        assert w.wait(timeout=300) == 0, log.read_text()
+        text = log.read_text()
+        assert "Traceback" not in text and "artifact store reachable again" in text, text
+        (trial,) = load(url, "s3down").trials
+        assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [1, 2, 3]
+        assert s3.keys("ckpts", "run/") == [f"run/{trial.user_attrs['model_artifact']}"]
+    finally:
+        s3.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs for the artifacts, filled up on demand."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_is_ridden_out_then_past_store_wait_the_trial_is_requeued_and_the_worker_exits_75(
+        pg, env, tmp_path, small_disk):
+    url = pg.new_database()
+    store = small_disk / "artifacts"
+    disk_env = dict(env, SEARCH_ARTIFACTS=str(store))
+    search("create", "--study", "full", "--storage", url, "--space", space_file(tmp_path, FAULT_SPACE),
+           "--val-size", "200", "--pruner", "none", env=disk_env)
+    out, err = tmp_path / "w.log", tmp_path / "w.err"
+    w = subprocess.Popen([SEARCH, "worker", "--study", "full", "--storage", url, "--gpus", "none", "--n-trials", "1",
+                          "--heartbeat", "2", "--grace", "10", "--store-wait", "8"], env=disk_env,
+                         stdout=out.open("w"), stderr=err.open("w"))
+    wait_until(lambda: running_checkpoint(url, "full", 1), 240, "the epoch-1 checkpoint")
+    filler = _fill(small_disk)  # full before the epoch-2 checkpoint
+    wait_until(lambda: _log_has(out, "No space left on device"), 120, "the worker to meet the full disk")
+    filler.unlink()  # an operator frees space within --store-wait: the trial goes on
+    wait_until(lambda: running_checkpoint(url, "full", 2), 120, "the epoch-2 checkpoint after space was freed")
+    _fill(small_disk)  # full again, and stays full: the model upload after epoch 3 cannot be written
+    assert w.wait(timeout=120) == 75, out.read_text() + err.read_text()
+    text, (line,) = out.read_text(), err.read_text().strip().splitlines()
+    assert "Traceback" not in text + line
+    assert "artifact store was unreachable for" in line and "No space left on device" in line, line
+    assert "trial 0" in line and str(store) in line, line  # the trial and the path
+    assert "trial 0: cut off by the artifact store, re-queued to resume" in text, text
+    assert not [p.name for p in store.iterdir() if "partial" in p.name]  # no truncated file left
+    trials = load(url, "full").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    failed, retry = trials
+    assert "No space left on device" in failed.user_attrs["fail_reason"]
+    assert retry.system_attrs["failed_trial"] == 0 and retry.user_attrs["resume_checkpoint"]["epoch"] == 2
+    assert (store / retry.user_attrs["resume_checkpoint"]["artifact_id"]).stat().st_size > 0

@@ -383,3 +383,51 @@ def test_a_full_disk_is_ridden_out_then_past_store_wait_the_trial_is_requeued_an
     assert "No space left on device" in failed.user_attrs["fail_reason"]
     assert retry.system_attrs["failed_trial"] == 0 and retry.user_attrs["resume_checkpoint"]["epoch"] == 2
     assert (store / retry.user_attrs["resume_checkpoint"]["artifact_id"]).stat().st_size > 0
+
+
+def test_outage_past_db_wait_exits_75_and_the_next_worker_requeues_each_trial_once(pg, env, tmp_path):
+    url = pg.new_database()
+    search("create", "--study", "long", "--storage", url, "--space", space_file(tmp_path, FAULT_SPACE),
+           "--val-size", "200", "--pruner", "none", env=env)
+    opts = ["--gpus", "none", "--n-trials", "2", "--heartbeat", "2", "--grace", "6", "--db-wait", "5"]
+    errs = [tmp_path / f"w{i}.err" for i in range(2)]
+    workers = [subprocess.Popen([SEARCH, "worker", "--study", "long", "--storage", url, *opts], env=env,
+                                stdout=(tmp_path / f"w{i}.log").open("w"), stderr=errs[i].open("w")) for i in range(2)]
+    wait_until(lambda: running_checkpoint(url, "long", 1), 240, "a trial with a checkpoint")
+    pg.stop()
+    try:
+        codes = [w.wait(timeout=180) for w in workers]
+    finally:
+        pg.start()
+    for code, err in zip(codes, errs):
+        assert code == 75, err.read_text()  # EX_TEMPFAIL: transient, run me again
+        lines = err.read_text().strip().splitlines()  # skipped heartbeats, then the one error line
+        (line,) = [l for l in lines if l.startswith("search worker: error:")]
+        assert line == lines[-1] and "Traceback" not in err.read_text()
+        assert "the database was unreachable for" in line and "--db-wait 5" in line, line
+    # A worker started once the database is back (a scheduler's requeue on 75) recovers the
+    # trials left RUNNING by the stale-trial rule: each gets one retry, which resumes.
+    search("worker", "--study", "long", "--storage", url, *opts[:-2], "--db-wait", "60", env=env, timeout=400)
+    study = assert_nothing_lost(url, "long", 2, Path(env["SEARCH_ARTIFACTS"]))
+    origins = [t.system_attrs["retry_history"][-1] for t in study.trials if "retry_history" in t.system_attrs]
+    assert origins and len(origins) == len(set(origins)), origins
+
+
+def test_a_trial_ended_by_another_process_is_dropped_and_the_worker_carries_on(pg, env, tmp_path):
+    """The race of the stale-trial watch with the trial's own worker, after a database restart:
+    the watch failed the trial (and its re-queue was cut off); the worker must not die on its tell."""
+    url = pg.new_database()
+    search("create", "--study", "race", "--storage", url, "--space", space_file(tmp_path, FAULT_SPACE),
+           "--val-size", "200", "--pruner", "none", env=env)
+    log = tmp_path / "w.log"
+    w = worker(url, "race", env, log, "--n-trials", "1", "--heartbeat", "2", "--grace", "60")
+    trial, _ = wait_until(lambda: running_checkpoint(url, "race", 1), 240, "a trial with a checkpoint")
+    from storage.database import make_storage
+    make_storage(url).set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # as the watch does
+    assert w.wait(timeout=300) == 0, log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text and "trial 0 was already ended by another worker (FAIL)" in text, text
+    study = load(url, "race")
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs.get("resumed_from_epoch", 0) >= 1
+    assert "not re-queued" not in (study.trials[0].user_attrs.get("fail_reason") or "")

@@ -40,6 +40,9 @@ def assert_nothing_lost(url: str, study_name: str, n_trials: int, artifacts: Pat
     for t in study.get_trials(states=(TrialState.FAIL,)):
         # A trial cut off by the outage was queued again (and the retry carries its checkpoint).
         assert t.number in retried, (t.number, t.user_attrs)
+    origins = [t.system_attrs["retry_history"][-1] for t in study.trials if "retry_history" in t.system_attrs]
+    assert len(origins) == len(set(origins)), origins  # one retry per failed trial, never two
+    assert not any("resume_error" in t.user_attrs for t in study.trials)
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         if "infeasible" not in t.user_attrs:
             assert (artifacts / t.user_attrs["model_artifact"]).exists()

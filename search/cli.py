@@ -11,7 +11,7 @@ from typing import Callable
 
 from search.options import add_flags, int_in, positive_int, seconds
 from search.settings import (ARTIFACTS_HELP, CIFAR10_TRAIN_IMAGES, DASHBOARD_PORT, DATA_DIR_DEFAULT, DEFAULT_BUDGET,
-                             DEFAULT_SEED, DEFAULT_VAL_SIZE, FINALIZE_SEEDS, FINALIZE_TOP, INTERACTIVE_DB_WAIT,
+                             DEFAULT_SEED, DEFAULT_VAL_SIZE, EXIT_TRANSIENT, EXIT_USER_ERROR, FINALIZE_SEEDS, FINALIZE_TOP, INTERACTIVE_DB_WAIT,
                              MAX_DB_WAIT, STORAGE_DEFAULT, WAITING_COMMANDS, WORKER_DB_WAIT, WorkerOptions, debug,
                              resolve)
 from search.strategies import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
@@ -566,7 +566,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_guarded(command: str, run: Callable[[], int]) -> int:
-    """`run()`'s exit code; its errors as one line on stderr and exit 1 (see the module's docstring)."""
+    """`run()`'s exit code; its errors as one line on stderr and exit 1 (see the module's docstring),
+    or EXIT_TRANSIENT for a waiting command whose database or artifact store stayed away."""
+    from storage.errors import Unavailable
     try:
         code = run()
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
@@ -575,6 +577,8 @@ def run_guarded(command: str, run: Callable[[], int]) -> int:
         # The reader went away (`search status | head -3`): stop quietly, as cat and ls do.
         _discard_stdout()
         return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the closed pipe
+    except Unavailable as e:  # the database or the store stayed away past its wait: transient
+        return _error(command, str(e), EXIT_TRANSIENT if command in WAITING_COMMANDS else EXIT_USER_ERROR)
     except ValueError as e:
         return _error(command, str(e))
     except OSError as e:  # an output path that cannot be written, a full disk, ...
@@ -593,13 +597,13 @@ def run_guarded(command: str, run: Callable[[], int]) -> int:
         return _error(command, line)
 
 
-def _error(command: str, message: str) -> int:
+def _error(command: str, message: str, code: int = 1) -> int:
     message = " ".join(message.split()) or "failed"  # one line, whatever the exception held
     try:
         print(f"search {command}: error: {message}", file=sys.stderr)
     except BrokenPipeError:
         pass
-    return 1
+    return code
 
 
 def _discard_stdout() -> None:

@@ -24,7 +24,9 @@ from objectives.space import sample_arch
 from objectives.prepare import TrainData
 from objectives.train import Trainer
 from storage.artifacts import download_torch, remove_artifact, upload_torch
+from storage.errors import StoreUnavailable
 
+from .dbretry import StoppedWaiting
 from .definition import StudyDefinition
 from .trials import (ARCHITECTURE_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, MACS_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
                      FIXED_ARCH_ATTR, FIXED_RECIPE_ATTR, IMAGES_PER_SECOND_ATTR, INFEASIBLE_ATTR, MACS_ATTR, MODEL_ARTIFACT_ATTR,
@@ -34,6 +36,11 @@ from .trials import (ARCHITECTURE_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, MACS
 
 class TrialFailed(RuntimeError):
     """The trial ended without a result (NaN, OOM, bad config); the worker goes on."""
+
+
+class StartOver(TrialFailed):
+    """A retry could not resume and holds its predecessor's curve: failed at once and re-queued
+    (search/requeue.py gives the new copy no curve); the worker goes on."""
 
 
 class WorkerStopping(RuntimeError):
@@ -62,8 +69,27 @@ class Objective:
         self.current_trial_id: int | None = None  # the trial in flight, for the worker's fault handling
 
     def __call__(self, trial: optuna.Trial) -> float:
-        d = self.definition
         self.current_trial_id = trial._trial_id
+        if hasattr(self.store, "context"):  # a worker's RetryingStore: its messages name the trial
+            self.store.context = f"trial {trial.number}"
+        try:
+            return self._run(trial)
+        except StoreUnavailable as e:
+            # The store stayed away past --store-wait: the trial is failed with the reason, and
+            # the worker re-queues it (resuming from its last checkpoint) before it stops.
+            self._mark_requeued(trial, f"{e}; re-queued")
+            raise
+        except StoppedWaiting:  # asked to stop while the store was away: as any stop mid-trial
+            self._mark_requeued(trial, "worker stopped while waiting for the artifact store; re-queued")
+            raise WorkerStopping("stopped while waiting for the artifact store") from None
+
+    @staticmethod
+    def _mark_requeued(trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr(FAIL_REASON_ATTR, reason)
+        trial.set_user_attr(REQUEUED_ATTR, True)
+
+    def _run(self, trial: optuna.Trial) -> float:
+        d = self.definition
         for inherited in (FAIL_REASON_ATTR, REQUEUED_ATTR):  # from the attempt this trial retries
             if trial.user_attrs.get(inherited):
                 trial.set_user_attr(inherited, None)
@@ -113,13 +139,14 @@ class Objective:
                 trial.set_user_attr(RESUME_CHECKPOINT_ATTR, current)
                 self._remove_own(trial, previous)
                 previous = current
-            return not fixed_recipe and trial.should_prune()
+            # The last epoch is never pruned: the run is over, and a run that trained all its epochs
+            # is COMPLETE whatever the pruner would say (Hyperband's last rung is the last epoch).
+            return not fixed_recipe and epoch < recipe.epochs and trial.should_prune()
 
         result = trainer.run(on_epoch, should_stop=self.should_stop)
         seconds = time.perf_counter() - started
         if result.status == "interrupted":
-            trial.set_user_attr(FAIL_REASON_ATTR, f"worker stopped mid-trial ({result.reason}); re-queued")
-            trial.set_user_attr(REQUEUED_ATTR, True)
+            self._mark_requeued(trial, f"worker stopped mid-trial ({result.reason}); re-queued")
             raise WorkerStopping(result.reason)
         history = result.history
         trial.set_user_attr(SECONDS_ATTR, round(seconds, 2))
@@ -164,8 +191,18 @@ class Objective:
             return 0
         try:
             trainer.load_checkpoint(download_torch(self.store, ref["artifact_id"]))
+        except (StoreUnavailable, StoppedWaiting):  # the store is away: a fault, not a lost checkpoint
+            raise
         except Exception as e:  # a missing or damaged checkpoint: start over rather than fail
-            trial.set_user_attr(RESUME_ERROR_ATTR, f"could not resume from epoch {ref.get('epoch')}: {e}")
+            error = f"could not resume from epoch {ref.get('epoch')}: {e}"
+            trial.set_user_attr(RESUME_ERROR_ATTR, error)
+            if trial.intermediate_values:
+                # This trial holds the curve its checkpoint covered, and Optuna cannot delete an
+                # intermediate value: the pruner would judge the new run by the old curve. So this
+                # attempt ends before training, and its retry starts over with an empty curve.
+                trial.set_user_attr(RESUME_CHECKPOINT_ATTR, None)
+                self._mark_requeued(trial, f"{error}; re-queued to start over")
+                raise StartOver(error)
             return 0
         trial.set_user_attr(RESUMED_FROM_EPOCH_ATTR, trainer.epoch)
         return trainer.epoch

@@ -39,12 +39,19 @@ DEFAULT_GRACE = GRACE_HEARTBEATS * DEFAULT_HEARTBEAT
 MAX_HEARTBEAT = 3_600        # longer beats make a dead worker's trial wait hours to be retried
 MAX_GRACE = 86_400
 WORKER_DB_WAIT = 60.0        # workers ride out database restarts and outages this long
+WORKER_STORE_WAIT = 60.0     # ... and artifact-store outages (S3 away, a full disk) this long
 INTERACTIVE_DB_WAIT = 3.0    # a person at a prompt wants an answer, not a minute of silence
 MAX_DB_WAIT = 7 * 86_400.0
 MAX_TIMEOUT = 52 * MAX_DB_WAIT
 # create runs in start-up scripts (compose, Jobs) next to a database that may still be starting.
 WAITING_COMMANDS = ("worker", "run", "create")
 DASHBOARD_PORT = 8080
+
+# ---- exit codes (README "Exit codes"; deploy/ requeues on EXIT_TRANSIENT) --------------------
+EXIT_USER_ERROR = 1    # a bad input, a wrong study or URL: running again changes nothing
+EXIT_USAGE = 2         # a malformed flag (argparse)
+EXIT_TRANSIENT = 75    # EX_TEMPFAIL (sysexits.h): the database or the artifact store stayed unreachable
+                       # past --db-wait / --store-wait; run again later (worker, run and create only)
 FINALIZE_TOP = 3               # `search finalize`: configurations taken from the search
 FINALIZE_SEEDS = 3             # ... and training runs (seeds) of each
 
@@ -122,6 +129,9 @@ class WorkerOptions:
     compile: bool = option(
         "torch.compile each trial's model: faster steps after ~40 s of compiling per new architecture (measured "
         "on CPU), so it pays off only for long trials (default: off)", False, action="store_true")
+    store_wait: float = option(
+        "ride out artifact-store faults (S3 unreachable, a full disk) this long, then stop with exit "
+        f"{EXIT_TRANSIENT} (default %(default)s)", WORKER_STORE_WAIT, type=seconds(0, MAX_DB_WAIT), metavar="SEC")
     quiet: bool = option("print one line per trial, none per epoch (default: off)", False, action="store_true")
 
     def __post_init__(self) -> None:

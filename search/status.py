@@ -8,7 +8,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .eta import _now, progress_to_target, target_reached_message, time_by_state
 from .progress import format_duration
-from .trials import (ARCHITECTURE_ATTR, FAIL_REASON_ATTR, INFEASIBLE_STATE, MACS_ATTR, MODEL_ARTIFACT_ATTR,
+from .requeue import MAX_STALE_RETRIES, needs_retry, retry_history, retry_of
+from .trials import (ARCHITECTURE_ATTR, FAIL_REASON_ATTR, REQUEUED_ATTR, INFEASIBLE_STATE, MACS_ATTR, MODEL_ARTIFACT_ATTR,
                      PARAMS_ATTR, RECIPE_ATTR, STATE_NAMES, best_feasible, counts_as_trained, state_name)
 
 
@@ -46,11 +47,24 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
     if timed and any(t.state == TrialState.RUNNING for t in trials):  # measured up to now while work goes on
         rate = _per_hour(timed, _now())
     progress = progress_to_target(study, len(trained), rate)
-    failures = [{"trial": t.number, "reason": t.user_attrs.get(FAIL_REASON_ATTR) or "worker lost (heartbeat stale); re-queued"}
-                for t in trials if t.state == TrialState.FAIL][-5:]
+    failures = [{"trial": t.number, "reason": _failure(t, trials)} for t in trials if t.state == TrialState.FAIL][-5:]
     return {"study": study.study_name, "trials": len(trials), "counts": counts, "trials_per_hour": per_hour,
             "best": best_info, "recent_failures": failures, "progress": progress,
             "seconds_by_state": time_by_state(trials)}
+
+
+def _failure(t: FrozenTrial, trials: list[FrozenTrial]) -> str:
+    """Why a FAIL ended, and whether a retry carries on its work: "re-queued" only when one exists."""
+    reason = t.user_attrs.get(FAIL_REASON_ATTR) or "worker lost (heartbeat stale)"
+    if not needs_retry(t):
+        return reason  # NaN, OOM: over, nobody retries it
+    reason = reason.removesuffix("; re-queued")
+    retry = retry_of(trials, t.number)
+    if retry is not None:
+        return f"{reason}; re-queued as trial {retry.number}"
+    if t.state == TrialState.FAIL and len(retry_history(t)) + 1 > MAX_STALE_RETRIES and not t.user_attrs.get(REQUEUED_ATTR):
+        return f"{reason}; not re-queued ({MAX_STALE_RETRIES} retries spent)"
+    return f"{reason}; not re-queued"
 
 
 def format_summary(s: dict[str, Any]) -> str:

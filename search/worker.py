@@ -17,20 +17,20 @@ import time
 
 import optuna
 import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from objectives.data import load_cifar10
 from objectives.prepare import prepare_data
-from storage.artifacts import open_artifact_store
+from storage.artifacts import RetryingStore, open_artifact_store
 from storage.database import make_storage, quiet_optuna
-from storage.errors import transient_database_error
+from storage.errors import StoreUnavailable, transient_database_error
 
-from .dbretry import DatabaseRetry, StoppedWaiting
+from .dbretry import DatabaseRetry, StoppedWaiting, StoreRetry
 from .definition import load_study
 from .objective import Objective, TrialFailed, WorkerStopping
 from .options import to_json
 from .progress import EpochPrinter, describe_config
+from .requeue import MAX_STALE_RETRIES, needs_retry, requeue, requeue_orphans
 from .settings import WORKER_OPTIONS_ENV, WorkerOptions
 from .trials import (FAIL_REASON_ATTR, PARAMS_ATTR, REQUEUED_ATTR, SECONDS_ATTR, TEST_ACC_ATTR, VAL_ACC_ATTR, counts_as_trained,
                      is_infeasible, trained_trials)
@@ -78,20 +78,27 @@ def _log_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
     print(f"[{study.study_name}] trial {t.number}: {what}", flush=True)
 
 
-def watch_stale_trials(study: optuna.Study, every: float, stop: "StopFlag") -> threading.Thread:
+def watch_stale_trials(study: optuna.Study, every: float, stop: "StopFlag", grace: float) -> threading.Thread:
     """Fail (and so re-queue) trials whose worker died, every `every` seconds. Optuna checks
     only when a trial starts, which leaves a dead peer's trial RUNNING for as long as this
-    worker's current trial lasts; the storage makes sure only one worker re-queues it."""
+    worker's current trial lasts; the storage makes sure only one worker fails it, and
+    search/requeue.py that it is re-queued once. Each round also re-queues a recent FAIL whose
+    re-queue was cut off (the database went away between the two, or its worker died)."""
     def loop() -> None:
         while not stop():
             time.sleep(every)
             try:
                 optuna.storages.fail_stale_trials(study)
-            except Exception as e:  # a database hiccup: the main loop reports those
+                for number in requeue_orphans(study, within=ORPHAN_LOOKBACK_GRACES * grace):
+                    print(f"[{study.study_name}] trial {number}: failed without its retry; re-queued", flush=True)
+            except Exception as e:  # a database hiccup: the next round tries again, the main loop reports it
                 print(f"[{study.study_name}] stale-trial check failed: {type(e).__name__}", flush=True)
     thread = threading.Thread(target=loop, name="stale-trial-watch", daemon=True)
     thread.start()
     return thread
+
+
+ORPHAN_LOOKBACK_GRACES = 20  # how far back (in grace periods) the watch looks for a FAIL left without its retry
 
 
 def check_workable(definition) -> None:
@@ -120,7 +127,9 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     data = data.to(dev)  # once per worker, not once per trial
     progress = EpochPrinter(opts.study, opts.quiet)
-    store = db.call(open_artifact_store, opts.artifacts, study=study)  # it records the location in the study
+    # Every artifact read, write and delete rides out store faults for --store-wait.
+    store_retry = StoreRetry(opts.store_wait, opts.study, should_stop=stop)
+    store = RetryingStore(store_retry.call(db.call, open_artifact_store, opts.artifacts, study=study), store_retry)
     if definition.final is not None:  # a `search finalize` study: fixed configurations, tested at the end
         from .finalize import FinalObjective
         objective = FinalObjective(definition, data, dev, store, opts.study,
@@ -129,7 +138,7 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
         objective = Objective(definition, data, dev, store, opts.study, should_stop=stop,
                               compile=opts.compile, on_epoch=progress)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
-    watch_stale_trials(study, opts.heartbeat, stop)
+    watch_stale_trials(study, opts.heartbeat, stop, opts.grace)
     hopeless = HopelessWatch(definition.budget)
 
     def target_reached() -> bool:
@@ -137,6 +146,8 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         _log_trial(study, trial)
+        if trial.state == TrialState.FAIL and trial.user_attrs.get(REQUEUED_ATTR):  # StartOver
+            db.call(requeue, study, trial)
         if stop() or target_reached() or hopeless.after(study, trial, db):
             study.stop()
 
@@ -157,14 +168,29 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
                 number = db.call(_requeue, study, storage, objective.current_trial_id)
                 print(f"[{opts.study}] trial {number}: interrupted, re-queued to resume", flush=True)
                 break
+            except StoreUnavailable:
+                # The store stayed away past --store-wait: the trial (failed with the reason) is
+                # re-queued now, then the worker stops, transient (exit 75). With the database
+                # away too, the stale-trial watch of any worker re-queues it later.
+                number = db.call(_recover_interrupted, study, storage, objective.current_trial_id,
+                                 "artifact store unavailable mid-trial; re-queued")
+                if number is not None:
+                    print(f"[{opts.study}] trial {number}: cut off by the artifact store, re-queued to resume",
+                          flush=True)
+                raise
             except Exception as e:
                 if transient_database_error(e) is None:
-                    if db.call(_requeued_elsewhere, study, storage, objective.current_trial_id):
-                        # A watchdog failed and re-queued this worker's trial while it ran (its
-                        # heartbeats stopped for longer than the grace period); the retry resumes
-                        # from its last checkpoint, and this worker moves on.
-                        print(f"[{opts.study}] the running trial was re-queued by a watchdog "
-                              f"({type(e).__name__}); carrying on", flush=True)
+                    ended = db.call(_ended_elsewhere, study, storage, objective.current_trial_id, e)
+                    if ended is not None:
+                        # Another process ended this worker's trial while it ran (the stale-trial
+                        # rule, after heartbeats were lost to a database restart): its outcome stands,
+                        # Optuna's tell of this worker's result was refused, and the trial's retry
+                        # (made sure of here) resumes from its last checkpoint. This worker goes on.
+                        print(f"[{opts.study}] trial {ended.number} was already ended by another worker "
+                              f"({ended.state.name}); this worker's result is dropped, carrying on", flush=True)
+                        if needs_retry(ended):
+                            db.call(requeue, study, ended, None if ended.user_attrs.get(REQUEUED_ATTR)
+                                    else MAX_STALE_RETRIES)
                         objective.current_trial_id = None
                         continue
                     raise
@@ -220,42 +246,41 @@ class HopelessWatch:
 
 def _requeue(study: optuna.Study, storage, trial_id: int) -> int:
     failed = storage.get_trial(trial_id)
-    if not _requeued_elsewhere(study, storage, trial_id, quiet=False):
-        RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, failed)
+    requeue(study, failed)  # once, however often this is retried (search/requeue.py)
     return failed.number
 
 
-def _recover_interrupted(study: optuna.Study, storage, trial_id: int | None) -> int | None:
+def _recover_interrupted(study: optuna.Study, storage, trial_id: int | None,
+                         reason: str = "database outage mid-trial; re-queued") -> int | None:
     """After an outage cut a trial short: fail it (if still RUNNING) and queue its retry,
-    unless that is done already. Safe to call again after a failure half-way."""
+    unless that is done already. Safe to call again after a failure half-way, and from any
+    number of processes at once: the trial gets one retry."""
     if trial_id is None:
         return None
     trial = storage.get_trial(trial_id)
     if trial.state == TrialState.RUNNING:
         try:
-            storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, "database outage mid-trial; re-queued")
+            storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
             storage.set_trial_user_attr(trial_id, REQUEUED_ATTR, True)
             storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # a peer's stale-trial check failed it meanwhile
+            pass  # a peer's stale-trial check failed it meanwhile (and re-queues it: requeue sees that)
         trial = storage.get_trial(trial_id)
-    if trial.state != TrialState.FAIL or counts_as_trained(trial) or _requeued_elsewhere(study, storage, trial_id, quiet=False):
+    if trial.state != TrialState.FAIL or counts_as_trained(trial):
         return None
-    RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, trial)
-    return trial.number
+    limit = None if trial.user_attrs.get(REQUEUED_ATTR) else MAX_STALE_RETRIES  # as the stale-trial watch
+    return trial.number if requeue(study, trial, limit) is not None else None
 
 
-def _requeued_elsewhere(study: optuna.Study, storage, trial_id: int | None, quiet: bool = True) -> bool:
-    """Whether some trial already retries `trial_id`. Database errors propagate when not `quiet`."""
-    if trial_id is None:
-        return False
-    try:
-        number = storage.get_trial(trial_id).number
-        return any(number in t.system_attrs.get("retry_history", ()) for t in study.get_trials(deepcopy=False))
-    except Exception:
-        if not quiet:
-            raise
-        return False
+def _ended_elsewhere(study: optuna.Study, storage, trial_id: int | None, error: BaseException):
+    """The trial in flight, if `error` is Optuna refusing to record this worker's work on it
+    because another process ended it first (the stale-trial rule); else None."""
+    refused = isinstance(error, optuna.exceptions.UpdateFinishedTrialError) or (
+        isinstance(error, ValueError) and str(error).startswith("Cannot tell a "))
+    if trial_id is None or not refused:
+        return None
+    trial = storage.get_trial(trial_id)
+    return trial if trial.state.is_finished() else None
 
 
 def slots(gpus: str, per_gpu: int) -> list[str | None]:

@@ -8,7 +8,10 @@ or by its first worker), then ./artifacts.
 """
 from __future__ import annotations
 
+import io
 import json
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,6 +21,8 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 
 from search.settings import ARTIFACTS_ENV, artifacts_location
 from search.trials import MODEL_ARTIFACT_ATTR
+
+from .errors import StoreUnavailable
 
 ARTIFACT_ATTR_PREFIX = "artifacts:"  # where Optuna records an artifact's metadata on its trial
 LOCATION_ATTR = "artifacts"          # study user attribute: where this study's artifacts live
@@ -74,6 +79,75 @@ class PrefixedStore:
         self.store.remove(self.prefix + artifact_id)
 
 
+class AtomicFileSystemStore(FileSystemArtifactStore):
+    """Optuna's FileSystemArtifactStore, but a write goes to a temporary name beside the file
+    and is renamed into place once whole: a full disk (or a killed worker) leaves no truncated
+    file that a resume or an export would read, and the error names the file it was for.
+    Optuna's store writes in place and leaves the partial file."""
+
+    def __init__(self, base_path: str | Path, location: str = "") -> None:
+        super().__init__(base_path)
+        self.location = location or str(base_path)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        path = self._get_filepath(artifact_id)
+        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        try:
+            with open(partial, "wb") as f:
+                shutil.copyfileobj(content_body, f)
+            os.replace(partial, path)
+        except OSError as e:
+            try:
+                partial.unlink()
+            except OSError:
+                pass
+            raise OSError(e.errno, f"{e.strerror or e} (partial file removed)", str(path)) from e
+        finally:
+            if partial.exists():  # not an OSError (interrupted): no half file left either
+                try:
+                    partial.unlink()
+                except OSError:
+                    pass
+
+
+class RetryingStore:
+    """An artifact store whose every read, write and delete waits out store faults (an S3
+    endpoint down or busy, a full disk) through `retry` (search.dbretry.StoreRetry): with back-off,
+    for up to `--store-wait`, then StoreUnavailable. Optuna's stores and upload/download helpers
+    do not retry; they run unchanged on top of this one. `context` ("trial 3") names what the
+    calls are for in the retry's messages."""
+
+    def __init__(self, store, retry):
+        self.store, self.retry = store, retry
+        self.location = location_of(store)
+
+    @property
+    def context(self) -> str:
+        return self.retry.context
+
+    @context.setter
+    def context(self, value: str) -> None:
+        self.retry.context = value
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        def read() -> BinaryIO:  # whole, inside the retry: a stream cut half-way is retried too
+            reader = self.store.open_reader(artifact_id)
+            try:
+                return io.BytesIO(reader.read())
+            finally:
+                reader.close()
+        return self.retry.call(read)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        def write() -> None:
+            content_body.seek(0)  # a retry sends the whole file again
+            self.store.write(artifact_id, content_body)
+        self.retry.call(write)
+
+    def remove(self, artifact_id: str) -> None:
+        self.retry.call(self.store.remove, artifact_id)
+
+
 def _open_s3(location: str, check: bool):
     try:
         import boto3
@@ -104,8 +178,7 @@ def open_artifact_store(flag: str | None = None, create: bool = True, study: opt
             path.mkdir(parents=True, exist_ok=True)
         elif not path.is_dir():
             raise ValueError(f"artifact directory {path} does not exist (set --artifacts or ${ARTIFACTS_ENV})")
-        store = FileSystemArtifactStore(str(path))
-        store.location = location  # type: ignore[attr-defined]  # for messages and reports
+        store = AtomicFileSystemStore(str(path), location)
     if create and study is not None:
         remember_location(study, location)
     return store
@@ -139,8 +212,11 @@ def remove_artifact(store, storage: optuna.storages.BaseStorage, trial_id: int, 
     """Delete a superseded artifact the way optuna-dashboard does: the file, then (with
     `forget`, for a trial still running) its metadata set to null so the dashboard stops
     listing it. A finished trial's record cannot change: only its file goes."""
+    from search.dbretry import StoppedWaiting
     try:
         store.remove(artifact_id)
+    except (StoreUnavailable, StoppedWaiting):  # the store is away: not a file to skip but a fault
+        raise
     except Exception:  # already gone (another process cleaned up): nothing to free
         pass
     if forget:

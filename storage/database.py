@@ -7,10 +7,11 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 
 from search.settings import GRACE_HEARTBEATS, WORKER_DB_WAIT
 
+from .errors import Unavailable
 from .urls import backend_of, redact
 
 
@@ -24,8 +25,8 @@ POOL_SIZE = 2               # connections a worker process keeps open
 CONNECTIONS_PER_WORKER = 3  # the most it ever holds (tests/test_connections.py measures it)
 
 
-class StorageUnavailable(ValueError):
-    """The database never accepted connections within the wait."""
+class StorageUnavailable(Unavailable):
+    """The database never accepted connections within the wait (transient: see Unavailable)."""
 
 
 def engine_options(url: str, user_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -60,7 +61,8 @@ def wait_for_database(url: str, timeout: float = WORKER_DB_WAIT, interval: float
             except sqlalchemy.exc.OperationalError as e:
                 reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
                 if any(p in reason for p in PERMANENT_ERRORS):  # waiting cannot fix these
-                    raise StorageUnavailable(f"database {redact(url)} refused the connection: {reason}") from e
+                    # Permanent (a user error, exit 1), not Unavailable: waiting longer changes nothing.
+                    raise ValueError(f"database {redact(url)} refused the connection: {reason}") from e
                 if time.monotonic() >= deadline:
                     raise StorageUnavailable(f"database {redact(url)} did not accept connections "
                                              f"within {timeout:g} s: {reason}") from e
@@ -72,16 +74,17 @@ def wait_for_database(url: str, timeout: float = WORKER_DB_WAIT, interval: float
 def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
                  max_retry: int = 3, wait: float = WORKER_DB_WAIT) -> RDBStorage:
     """An RDBStorage for `url`. With a heartbeat, trials of workers that stop beating
-    for `grace_period` seconds are failed and re-queued (up to `max_retry` times),
-    keeping their intermediate values so the retry can resume from its checkpoint."""
+    for `grace_period` seconds are failed and re-queued (up to `max_retry` times, once each
+    however many workers notice), keeping the intermediate values their checkpoint covers so
+    the retry resumes from it (search/requeue.py)."""
     if backend_of(url) != "sqlite":  # also rejects a bad URL before anything is opened
         wait_for_database(url, timeout=wait)
     kwargs: dict[str, Any] = {}
+    from search.requeue import RequeueOnce
     if heartbeat_interval:
         kwargs = dict(heartbeat_interval=heartbeat_interval,
                       grace_period=grace_period or GRACE_HEARTBEATS * heartbeat_interval,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                          max_retry=max_retry, inherit_intermediate_values=True))
+                      heartbeat_stale_trial_callback=RequeueOnce(max_retry=max_retry))
     try:
         from .heartbeat import RDBStorageWithSteadyHeartbeat
         # Optuna's own schema check holds a transaction open on one connection while it reads

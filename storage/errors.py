@@ -11,6 +11,11 @@ import sqlalchemy
 
 from .urls import redact
 
+# The exit code of a worker that gave up waiting for the database or artifact store (EX_TEMPFAIL):
+# "run me again later". deploy/slurm/worker.sbatch requeues on it, deploy/k8s's worker Job
+# replaces the pod without counting a failure. 1 is a user error, 2 a usage error: permanent.
+TRANSIENT_EXIT = 75
+
 # A lost connection, a server restarting, a lock timeout: worth waiting for.
 TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
              optuna.exceptions.StorageInternalError)

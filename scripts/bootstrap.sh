@@ -33,3 +33,9 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c "import search, objectives, storage" # fail here, not in the first command, if the install broke
+if [ -n "$extra" ] && [ ! -x .tools/checkov/bin/checkov ]; then
+  # checkov (tests/test_k8s.py) pins its own boto3, packaging and networkx: a venv of its own.
+  echo "bootstrap: --test adds checkov in .tools/checkov (about 0.3 GB)"
+  python3 -m venv .tools/checkov
+  .tools/checkov/bin/python -m pip install -q --disable-pip-version-check "checkov>=3.2,<4" 2>&1 | grep -v '^WARNING: Location' || true
+fi

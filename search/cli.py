@@ -117,11 +117,11 @@ def cmd_create(args: argparse.Namespace, storage=None) -> int:
 
 
 def _worker_options(args: argparse.Namespace) -> WorkerOptions:
-    """The worker's options; bad ones (a bad --gpus too) refused before anything is touched."""
+    """The worker's options; bad ones (a bad --gpus, more slots than the host runs) refused
+    before anything is touched."""
     opts = WorkerOptions.from_args(args)
-    if opts.gpus not in ("all", "none"):
-        from search.worker import slots
-        slots(opts.gpus, opts.per_gpu)
+    from search.worker import slots
+    slots(opts.gpus, opts.per_gpu)
     return opts
 
 

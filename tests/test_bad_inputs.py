@@ -254,6 +254,7 @@ CASES = [
     ("gpus-twice", "worker --study base --gpus 0,0", None, "--gpus"),
     ("gpus-word", "worker --study base --gpus some", None, "--gpus"),
     ("per-gpu-0", W + " --per-gpu 0", None, "--per-gpu"),
+    ("per-gpu-more-than-cpus", W + " --per-gpu 10000", None, "--per-gpu: 10000 CPU processes"),
     ("n-trials-0", W + " --n-trials 0", None, "--n-trials"),
     ("db-wait-nan", W + " --db-wait nan", None, "--db-wait"),
     ("worker-hopeless-study", "worker --study {} --gpus none", hopeless_study, "smallest model"),

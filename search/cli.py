@@ -74,13 +74,15 @@ def _read(path: str) -> str:
 
 # ---- study commands -----------------------------------------------------------------------
 
-def _storage(args: argparse.Namespace, heartbeat: bool = False):
+def _storage(args: argparse.Namespace, heartbeat: bool = False, existing: bool = False):
+    """The study storage; with `existing` (commands that read a study), a missing or empty
+    database is one line, never created."""
     from storage.database import make_storage, quiet_optuna
     quiet_optuna()
     if heartbeat:
         return make_storage(args.storage, heartbeat_interval=args.heartbeat, grace_period=args.grace,
                             wait=args.db_wait)
-    return make_storage(args.storage, wait=args.db_wait)
+    return make_storage(args.storage, wait=args.db_wait, existing=existing)
 
 
 def _definition(args: argparse.Namespace):
@@ -167,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
+    storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.status import format_summary, summarize
     from search.finalize import companion, final_results, format_final
@@ -183,7 +185,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
+    storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from objectives import count_params, get_preset
     from objectives.space import arch_to_params
     from search.definition import load_study
@@ -211,7 +213,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
-    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
+    storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.export import export_best, test_accuracy
     chosen, how = None, None
@@ -260,7 +262,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
+    storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.report import write_report
     study, definition = load_study(storage, args.study)
@@ -308,7 +310,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 def cmd_pareto(args: argparse.Namespace) -> int:
     from search.definition import load_study
     from search.pareto import format_front, front_rows
-    study, _ = load_study(_storage(args), args.study)
+    study, _ = load_study(_storage(args, existing=True), args.study)
     rows = front_rows(study)
     print(json.dumps(rows, indent=2) if args.json else format_front(rows, args.study))
     return 0
@@ -318,7 +320,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from search.definition import load_study
     from storage.dashboard import serve
     from storage.artifacts import open_artifact_store
-    storage = _storage(args)
+    storage = _storage(args, existing=True)
     study, _ = load_study(storage, args.study)
     # The artifact store is what makes each trial's model.pt downloadable: without it the
     # dashboard lists the artifacts but answers HTTP 400 to a download.

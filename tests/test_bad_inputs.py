@@ -60,8 +60,9 @@ def ws(template, tmp_path, monkeypatch) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's hash and every folder, so a file or folder a command created shows too."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(root.rglob("*"))}
 
 
 # ---- inputs the cases write into the workspace ------------------------------------------
@@ -148,6 +149,14 @@ def arch_json(ws: Path, data) -> str:
     return str(path)
 
 
+def typo_db(ws: Path) -> str:
+    return f"sqlite:///{ws / 'serach.db'}"
+
+
+# Commands that only read a study (enqueue adds a trial, but to a study that must exist).
+READERS = [("status", "status --study base"), ("pareto", "pareto --study base"),
+           ("report", "report --study base --out rep"), ("export-best", "export-best --study base --out best.pt"),
+           ("dashboard", "dashboard --study base"), ("enqueue", "enqueue --study base --preset resnet20-he")]
 C = "create --study new --budget 30000 --space {}"   # a create that only the space can spoil
 W = "worker --study base --gpus none"                 # a worker that only its flags can spoil
 
@@ -282,6 +291,25 @@ CASES = [
     ("arch-file-string-channels", "arch --file {}",
      lambda ws: arch_json(ws, {"stages": [{"blocks": 1, "channels": "16"}], "pool_kernel": 4}), "channels"),
     ("enqueue-unknown-preset", "enqueue --study base --preset vgg", None, "unknown preset"),
+] + [(f"{name}-{db}", f"{line} --storage {{}}", maker, words) for name, line in READERS
+     for db, maker, words in (("typo-sqlite", typo_db, "no such database file"),
+                              ("empty-sqlite", lambda ws: "sqlite:///" + raw_file("empty.db", b"")(ws), "holds no studies"))
+     ] + [
+    # Storage URLs: an unescaped user name or password is refused, before connecting, showing none of it.
+    ("password-with-at-and-slash", "status --study base --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk@9q/Zr7@localhost/db", "urllib.parse.quote"),
+    ("password-with-at", "status --study base --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk@9q@localhost/db", "urllib.parse.quote"),
+    ("password-with-slash", "status --study base --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk/9q@localhost/db", "urllib.parse.quote"),
+    ("password-with-question-mark", "status --study base --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk?9q@localhost/db", "urllib.parse.quote"),
+    ("password-with-hash", "status --study base --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk#9q@localhost/db", "urllib.parse.quote"),
+    ("password-with-space", "create --study new --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk 9q@localhost/db", "urllib.parse.quote"),
+    ("password-with-lone-percent", "enqueue --study base --preset resnet20-he --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk%9q@localhost/db", "urllib.parse.quote"),
 ]
 
 
@@ -311,7 +339,9 @@ def test_bad_input_is_one_line_and_changes_nothing(ws, capsys, line, maker, word
         code = e.code
     out = capsys.readouterr()
     assert code not in (0, None), out.out
-    assert words in one_line(out.err)
+    line = one_line(out.err)
+    assert words in line
+    assert not any(secret in line for secret in ("Xk", "9q", "Zr7")), line  # no piece of a test password
     assert snapshot(ws) == before
 
 
@@ -322,6 +352,23 @@ def test_long_study_name_on_postgresql(postgres, capsys):
     assert main(["create", "--study", "x" * 1000, "--storage", url, "--budget", "30000"]) == 1
     assert "512 characters" in one_line(capsys.readouterr().err)
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["kept"]
+
+
+def test_readers_create_no_table_in_an_empty_postgresql_database(postgres, ws, capsys):
+    """On PostgreSQL a reader used to lay out Optuna's 13 tables, then say "no study"."""
+    import sqlalchemy
+    url = postgres.new_database()
+    engine = sqlalchemy.create_engine(url)
+    try:
+        for name, line in READERS:
+            before = snapshot(ws)
+            code = main(command(ws, f"{line} --storage {url}", None))
+            line = one_line(capsys.readouterr().err)
+            assert code == 1 and "holds no studies" in line, (name, line)
+            assert sqlalchemy.inspect(engine).get_table_names() == [], name
+            assert snapshot(ws) == before, name
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize("url", [

@@ -231,7 +231,7 @@ def cmd_export_best(args: argparse.Namespace) -> int:
             if chosen is None:
                 limits = " and ".join(f"{v:,} {k}" for k, v in (("params", args.max_params), ("MACs", args.max_macs)) if v)
                 raise ValueError(f"study {args.study!r} has no completed trial within {limits}")
-    data, checkpoint = export_best(study, args.artifacts, args.out, args.format, chosen)
+    data, checkpoint = export_best(study, args.artifacts, args.out, args.format, chosen, force=args.force)
     m = data["metrics"]
     val = f"val_acc {m['val_acc']:.4f}" if m.get("val_acc") is not None else "no validation split"
     print(f"exported trial {data['trial']} of {data['study']}: {val}, {m['params']:,} params -> {args.out}"
@@ -256,12 +256,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from search.predict import predict_to_csv
-    n = predict_to_csv(args.file, args.input, args.out, tta=args.tta)
+    n = predict_to_csv(args.file, args.input, args.out, tta=args.tta, force=args.force)
     print(f"wrote {n:,} predictions to {args.out}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from search.options import output_folder
+    output_folder(args.out, args.force, "summary.md", "report")  # a mistyped parent folder is an error
     storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.report import write_report
@@ -456,7 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export-best", help="write the best trial's model to one file loadable with plain PyTorch")
     s.add_argument("--study", required=True, help="study name (required)")
-    s.add_argument("--out", required=True, help="file to write (torch.load(FILE, weights_only=True) reads it)")
+    s.add_argument("--out", required=True, help="file to write, in a folder that exists "
+                                                "(torch.load(FILE, weights_only=True) reads it)")
+    s.add_argument("--force", action="store_true", help="replace --out (and the model file beside a graph) if it "
+                                                        "exists (default: refuse)")
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy (default: off)")
@@ -513,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ID,Labels and labels 0-9 in CIFAR-10 class order.")
     s.add_argument("file", help="a file written by `search export-best`")
     s.add_argument("--input", required=True, help="pickle file or image folder")
-    s.add_argument("--out", required=True, help="CSV to write")
+    s.add_argument("--out", required=True, help="CSV to write, in a folder that exists")
+    s.add_argument("--force", action="store_true", help="replace --out if it exists (default: refuse)")
     s.add_argument("--tta", action="store_true",
                    help="average logits over each image and its mirror (default: off)")
     s.set_defaults(func=cmd_predict)
@@ -527,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("report", help="PNG plots and a Markdown summary of a study")
     s.add_argument("--study", required=True, help="study name (required)")
-    s.add_argument("--out", required=True, help="folder to write into")
+    s.add_argument("--out", required=True, help="folder to write into (made if missing, in a folder that exists)")
+    s.add_argument("--force", action="store_true", help="write over an earlier report in --out (default: refuse)")
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.set_defaults(func=cmd_report)

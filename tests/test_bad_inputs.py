@@ -41,10 +41,31 @@ def template(tmp_path_factory) -> Path:
     assert main(["create", "--study", "base", "--storage", f"sqlite:///{root / 'search.db'}", "--space",
                  str(root / "space.json"), "--budget", "30000", "--val-size", "200"]) == 0
     torch.manual_seed(0)
-    good = model_file(TINY, {}, build(TINY).state_dict(), [0.5] * 3, [0.25] * 3, {"val_acc": 0.5})
+    good = model_file(TINY, {}, build(TINY).state_dict(), [0.5] * 3, [0.25] * 3, {"val_acc": 0.5}, study="trained",
+                      trial=0)
     torch.save(good, root / "model.pt")
     (root / "artifacts").mkdir()
+    # Studies with one finished trial each, its model file good or damaged, as a worker leaves them.
+    for study, content in (("trained", (root / "model.pt").read_bytes()), ("corrupt", b"\x80\x02not a checkpoint")):
+        trained_study(root, study, content)
+    (root / "old-report").mkdir()
+    (root / "old-report" / "summary.md").write_text("# an earlier report\n")
+    (root / "images.pkl").write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "ids": ["a", "b"]}))
     return root
+
+
+def trained_study(root: Path, name: str, model_bytes: bytes) -> None:
+    import io
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.distributions import FloatDistribution
+    from search.trials import MACS_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR
+    url = f"sqlite:///{root / 'search.db'}"
+    assert main(["create", "--study", name, "--storage", url, "--space", str(root / "space.json"), "--budget", "30000",
+                 "--val-size", "200"]) == 0
+    FileSystemArtifactStore(str(root / "artifacts")).write(f"{name}-model", io.BytesIO(model_bytes))
+    optuna.load_study(study_name=name, storage=url).add_trial(optuna.trial.create_trial(
+        value=0.5, params={"head_dropout": 0.1}, distributions={"head_dropout": FloatDistribution(0.0, 0.5)},
+        user_attrs={PARAMS_ATTR: 1000, MACS_ATTR: 10000, MODEL_ARTIFACT_ATTR: f"{name}-model"}))
 
 
 @pytest.fixture
@@ -295,6 +316,16 @@ CASES = [
      for db, maker, words in (("typo-sqlite", typo_db, "no such database file"),
                               ("empty-sqlite", lambda ws: "sqlite:///" + raw_file("empty.db", b"")(ws), "holds no studies"))
      ] + [
+    # --out: a file in a folder that exists; an existing file is replaced only with --force.
+    ("export-best-out-missing-folder", "export-best --study trained --out typo/best.pt", None, "no folder typo"),
+    ("export-best-out-exists", "export-best --study trained --out space.json", None, "add --force"),
+    ("export-best-checkpoint-beside-exists", "export-best --study trained --format torchscript --out model.ts", None,
+     "model.pt: exists; add --force"),
+    ("predict-out-missing-folder", "predict model.pt --input images.pkl --out typo/p.csv", None, "no folder typo"),
+    ("predict-out-exists", "predict model.pt --input images.pkl --out space.json", None, "add --force"),
+    ("report-out-missing-parent", "report --study trained --out typo/report", None, "no folder typo"),
+    ("report-out-holds-a-report", "report --study trained --out old-report", None, "add --force"),
+    ("evaluate-creates-no-data-folder", "evaluate model.pt", None, "no CIFAR-10"),
     # Storage URLs: an unescaped user name or password is refused, before connecting, showing none of it.
     ("password-with-at-and-slash", "status --study base --storage {}",
      lambda ws: "postgresql+psycopg2://odd:Xk@9q/Zr7@localhost/db", "urllib.parse.quote"),
@@ -432,3 +463,12 @@ def test_smallest_arch_is_no_larger_than_any_sample():
     from objectives.space import arch_to_params
     for space in (ArchSpace(), ArchSpace(stem_widths=(64,), channels=(16, 32, 64), se_ratios=(4, 8))):
         arch_to_params(smallest_arch(space), space)
+
+
+def test_force_replaces_an_existing_output(ws, capsys):
+    """The one convention of every command that writes --out: refuse to replace, unless --force."""
+    assert main(["export-best", "--study", "trained", "--out", "space.json", "--force"]) == 0
+    assert torch.load(ws / "space.json", weights_only=True)["format"] == "resnet-search/model-v1"
+    assert main(["predict", "model.pt", "--input", "images.pkl", "--out", "space.json", "--force"]) == 0
+    assert (ws / "space.json").read_text().splitlines()[0] == "ID,Labels"
+    capsys.readouterr()

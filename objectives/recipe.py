@@ -22,6 +22,7 @@ USES_MOMENTUM = tuple(name for name, spec in OPTIMIZER_REGISTRY.items() if spec.
 MAX_LR = 100.0            # far above any optimizer's useful peak: larger is a typo
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 65_536   # above the 45,000 training images of a split: one batch anyway
+MAX_GRAD_CLIP = 1_000.0   # a clip this loose never clips; larger is a typo
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Recipe:
         number(f("weight_decay"), self.weight_decay, 0, 1)
         boolean(f("decay_bn_and_bias"), self.decay_bn_and_bias)
         number(f("warmup_fraction"), self.warmup_fraction, 0, 1, hi_open=True)
-        number(f("step_every_epochs"), self.step_every_epochs, 1, integer=True)
+        number(f("step_every_epochs"), self.step_every_epochs, 1, MAX_EPOCHS, integer=True)
         number(f("step_gamma"), self.step_gamma, 0, 1, lo_open=True)
         number(f("epochs"), self.epochs, 1, MAX_EPOCHS, integer=True)
         number(f("batch_size"), self.batch_size, 1, MAX_BATCH_SIZE, integer=True)
@@ -76,7 +77,7 @@ class Recipe:
         number(f("mixup_alpha"), self.mixup_alpha, 0, 100)
         number(f("rotation_degrees"), self.rotation_degrees, 0, 180)
         number(f("label_smoothing"), self.label_smoothing, 0, 1, hi_open=True)
-        number(f("grad_clip_max"), self.grad_clip_max, 0, lo_open=True)
+        number(f("grad_clip_max"), self.grad_clip_max, 0, MAX_GRAD_CLIP, lo_open=True)
         number(f("ema_decay"), self.ema_decay, 0, 1, hi_open=True)
         boolean(f("tta_flip"), self.tta_flip)
 

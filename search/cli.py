@@ -66,10 +66,19 @@ def cmd_prepare_data(args: argparse.Namespace) -> int:
 
 
 def _read(path: str) -> str:
+    """A space or architecture file's text; one larger than any such file is refused unread."""
+    from objectives.checks import MAX_JSON_CHARS
     try:
-        return Path(path).read_text()
+        with open(path, "rb") as f:
+            data = f.read(4 * MAX_JSON_CHARS + 1)  # at most 4 bytes a character in UTF-8
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+    if len(data) > 4 * MAX_JSON_CHARS:
+        raise ValueError(f"{path}: too large for a space or architecture file (at most {MAX_JSON_CHARS:,} characters)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start:,})") from None
 
 
 # ---- study commands -----------------------------------------------------------------------
@@ -320,13 +329,14 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from search.definition import load_study
-    from storage.dashboard import serve
+    from storage.dashboard import check_port, serve
     from storage.artifacts import open_artifact_store
     storage = _storage(args, existing=True)
     study, _ = load_study(storage, args.study)
     # The artifact store is what makes each trial's model.pt downloadable: without it the
     # dashboard lists the artifacts but answers HTTP 400 to a download.
     store = open_artifact_store(args.artifacts, create=False, study=study)  # a directory or S3, as workers write
+    check_port("127.0.0.1", args.port)  # a port in use is one line, before anything is printed
     print(f"optuna-dashboard for study {args.study}: http://127.0.0.1:{args.port}/dashboard/studies/"
           f"{study._study_id} (no authentication; Ctrl-C stops it)", flush=True)
     # Loopback only: the dashboard has no authentication (reach it from elsewhere by SSH tunnel).
@@ -528,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--study", required=True, help="the study to open")
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
-    s.add_argument("--port", type=positive_int, default=DASHBOARD_PORT, help="port to listen on (default %(default)s)")
+    s.add_argument("--port", type=int_in(1, 65_535), default=DASHBOARD_PORT, help="port to listen on (default %(default)s)")
     s.set_defaults(func=cmd_dashboard)
 
     s = sub.add_parser("report", help="PNG plots and a Markdown summary of a study")

@@ -125,6 +125,8 @@ def download_model(study: optuna.Study, artifacts: str | None,
     except (FileNotFoundError, ArtifactNotFound):
         raise ValueError(f"checkpoint of trial {best.number} is missing from the artifact store "
                          f"{location_of(store)} (wrong --artifacts?)") from None
+    except ValueError as e:  # a damaged file
+        raise ValueError(f"checkpoint of trial {best.number}: {e}") from None
 
 
 def test_accuracy(data: dict[str, Any], data_dir: str | None, tta: bool) -> tuple[float, int]:

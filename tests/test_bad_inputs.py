@@ -126,8 +126,8 @@ def smaller_architecture(d):  # fewer parameters than the file holds, in other s
     d["architecture"] = ArchConfig(stages=(StageConfig(1, 8), StageConfig(1, 12)), pool_kernel=16).to_dict()
 
 
-def huge_architecture(d):  # ~10^13 parameters: building it would ask for terabytes
-    d["architecture"] = ArchConfig(stages=(StageConfig(4, 1_000_000),), pool_kernel=32).to_dict()
+def huge_architecture(d):  # ~10^11 parameters, the widest and deepest allowed: building it would ask for 300 GB
+    d["architecture"] = ArchConfig(stages=(StageConfig(256, 4096),), pool_kernel=32).to_dict()
 
 
 def set_norm(key, values):
@@ -326,6 +326,28 @@ CASES = [
     ("report-out-missing-parent", "report --study trained --out typo/report", None, "no folder typo"),
     ("report-out-holds-a-report", "report --study trained --out old-report", None, "add --force"),
     ("evaluate-creates-no-data-folder", "evaluate model.pt", None, "no CIFAR-10"),
+    # Every field of a space is capped; a huge or deeply nested file is refused before it is parsed.
+    ("channels-trillion", C, arch_space(channels=[16, 10**12]), "space.channels"),
+    ("stem-width-trillion", C, arch_space(stem_widths=[10**12]), "space.stem_widths"),
+    ("se-ratio-trillion", C, arch_space(se_ratios=[0, 10**12]), "space.se_ratios"),
+    ("conv-kernel-billion", C, arch_space(conv_kernels=[3, 10**9 + 1]), "space.conv_kernels"),
+    ("stem-kernel-1001", C, arch_space(stem_kernels=[1001]), "space.stem_kernels"),
+    ("grad-clip-max-1e300", C, recipe_space(grad_clip_modes=["norm"], grad_clip_max=[1, 1e300]),
+     "space.recipe.grad_clip_max"),
+    ("channels-1000-choices", C, arch_space(channels=list(range(8, 1008))), "space.channels"),
+    ("space-nested-100000-deep", C, lambda ws: space(ws, "[" * 100_000), "nested"),
+    ("space-5-megabytes", C, lambda ws: space(ws, " " * 5_000_000 + "{}"), "too large"),
+    ("arch-file-channels-trillion", "arch --file {}",
+     lambda ws: arch_json(ws, {"stages": [{"blocks": 1, "channels": 10**12}], "pool_kernel": 4}), "channels"),
+    ("arch-file-kernel-billion", "arch --file {}",
+     lambda ws: arch_json(ws, {"stages": [{"blocks": 1, "channels": 16, "conv_kernel": 10**9 + 1}],
+                               "pool_kernel": 4}), "conv_kernel"),
+    ("arch-file-nested-100000-deep", "arch --file {}", raw_file("deep.json", b"[" * 100_000), "nested"),
+    # Expected errors take the one-line path: no library warning, banner or unsafe advice before it.
+    ("dashboard-port-70000", "dashboard --study base --port 70000", None, "--port"),
+    ("evaluate-plain-pickle", "evaluate {}", raw_file("plain.pkl", pickle.dumps({"a": 1}, protocol=4)),
+     "not a model file"),
+    ("export-best-damaged-model-file", "export-best --study corrupt --out best.pt", None, "damaged"),
     # Storage URLs: an unescaped user name or password is refused, before connecting, showing none of it.
     ("password-with-at-and-slash", "status --study base --storage {}",
      lambda ws: "postgresql+psycopg2://odd:Xk@9q/Zr7@localhost/db", "urllib.parse.quote"),
@@ -370,8 +392,10 @@ def test_bad_input_is_one_line_and_changes_nothing(ws, capsys, line, maker, word
         code = e.code
     out = capsys.readouterr()
     assert code not in (0, None), out.out
+    assert out.out == "", out.out  # a refusal prints nothing before its one line
     line = one_line(out.err)
     assert words in line
+    assert "weights_only" not in line, line  # torch's advice to load unsafely is never passed on
     assert not any(secret in line for secret in ("Xk", "9q", "Zr7")), line  # no piece of a test password
     assert snapshot(ws) == before
 
@@ -415,7 +439,9 @@ def test_storage_password_never_reaches_the_error_line(ws, capsys, url):
 
 
 REAL_PROCESS_CASES = ["batch-size-0", "sqlite-random-bytes", "model-no-state-dict", "timeout-nan",
-                      "grace-equal-heartbeat", "model-huge-architecture"]
+                      "grace-equal-heartbeat", "model-huge-architecture",
+                      # a warning shows on a terminal, not in-process (pytest captures it)
+                      "evaluate-plain-pickle", "export-best-damaged-model-file", "space-nested-100000-deep"]
 
 
 @pytest.mark.parametrize("case", REAL_PROCESS_CASES)
@@ -472,3 +498,29 @@ def test_force_replaces_an_existing_output(ws, capsys):
     assert main(["predict", "model.pt", "--input", "images.pkl", "--out", "space.json", "--force"]) == 0
     assert (ws / "space.json").read_text().splitlines()[0] == "ID,Labels"
     capsys.readouterr()
+
+
+def test_dashboard_port_in_use_is_one_line(ws, capsys):
+    """The web server's banner and Optuna's own lines used to come first."""
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        before = snapshot(ws)
+        code = main(["dashboard", "--study", "base", "--port", str(port)])
+        out = capsys.readouterr()
+    assert code == 1 and out.out == ""
+    assert f"cannot listen on 127.0.0.1:{port}" in one_line(out.err)
+    assert snapshot(ws) == before
+
+
+def test_a_damaged_checkpoint_is_one_safe_message(ws, recwarn):
+    """What a retried trial stores as its resume_error (search/objective.py) and export-best says:
+    torch's UnpicklingError advises weights_only=False, which would run the file's code."""
+    from optuna.artifacts import FileSystemArtifactStore
+    from storage.artifacts import download_torch
+    with pytest.raises(ValueError) as error:
+        download_torch(FileSystemArtifactStore(str(ws / "artifacts")), "corrupt-model")
+    assert "damaged" in str(error.value) and "weights_only" not in str(error.value)
+    assert not recwarn.list

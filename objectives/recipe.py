@@ -161,6 +161,29 @@ CHOICE_FIELDS = {"optimizers": "optimizer", "decay_bn_and_bias": "decay_bn_and_b
 RANGE_FIELDS = ("momentum", "weight_decay", "epochs", "label_smoothing", "grad_clip_max")
 
 
+def outside_space(recipe: Recipe, space: RecipeSpace) -> list[str]:
+    """Each value of `recipe` that sampling from `space` could not produce, as 'field value
+    (space: ...)'; empty when the space can express the recipe. Momentum is compared only for an
+    optimizer that uses it, and the clip bound only when clipping is on, as `sample_recipe` draws."""
+    out = []
+    for name, field in CHOICE_FIELDS.items():
+        value, allowed = getattr(recipe, field), getattr(space, name)
+        if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
+            out.append(f"{field} {value!r} (space: {list(allowed)})")
+    ranges = {name: getattr(space, name) for name in RANGE_FIELDS}
+    if recipe.optimizer in space.lr:
+        ranges["lr"] = space.lr[recipe.optimizer]
+    if recipe.optimizer not in USES_MOMENTUM:
+        del ranges["momentum"]
+    if recipe.grad_clip_mode == "none":
+        del ranges["grad_clip_max"]
+    for field, (lo, hi) in ranges.items():
+        value = getattr(recipe, field)
+        if not lo <= value <= hi:
+            out.append(f"{field} {value:g} (space: [{lo:g}, {hi:g}])")
+    return out
+
+
 def _check_as_recipe(where: str, recipe_field: str, value: Any) -> None:
     """ValueError under `where` if a Recipe could not hold `value` in `recipe_field`."""
     base = {"optimizer": "sgd"}  # plain SGD accepts momentum 0

@@ -199,6 +199,12 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from objectives.space import arch_to_params
     from search.definition import load_study
     study, definition = load_study(storage, args.study)
+    if args.outside_space and not args.with_recipe:
+        raise ValueError("--outside-space goes with --with-recipe: a sampled recipe is always within the space")
+    if definition.final is not None:  # its worker trains its queue as `search finalize` wrote it
+        raise ValueError(f"study {args.study!r} is a finalize study: `search finalize` enqueues its runs")
+    from objectives.feasibility import check_space_fits
+    check_space_fits(definition.space.arch, definition.budget)  # as the worker checks the study first
     arch = get_preset(args.preset)
     n = count_params(arch)
     if n > definition.budget:
@@ -207,12 +213,19 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         params = arch_to_params(arch, definition.space.arch)
     except ValueError as e:
         raise ValueError(f"preset {args.preset} cannot be expressed in this study's space: {e}") from None
-    from search.trials import FIXED_RECIPE_ATTR, PRESET_ATTR, PUBLISHED_ATTR
+    from search.trials import FIXED_RECIPE_ATTR, OUTSIDE_SPACE_ATTR, PRESET_ATTR, PUBLISHED_ATTR
     attrs = {PRESET_ATTR: args.preset}
     if args.with_recipe:
         from objectives.published import get_published_recipe
+        from objectives.recipe import outside_space
         published = get_published_recipe(args.preset)
+        outside = outside_space(published.recipe, definition.space.recipe)
+        if outside and not args.outside_space:
+            raise ValueError(f"the published recipe of {args.preset} is outside this study's space: "
+                             f"{'; '.join(outside)}; add --outside-space to enqueue it anyway (the trial records it)")
         attrs.update({FIXED_RECIPE_ATTR: published.recipe.to_dict(), PUBLISHED_ATTR: args.preset})
+        if outside:
+            attrs[OUTSIDE_SPACE_ATTR] = outside
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
     r = attrs.get(FIXED_RECIPE_ATTR)
     print(f"enqueued {args.preset} ({n:,} params) in study {args.study}; " +
@@ -463,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--with-recipe", action="store_true",
                    help="train it with the recipe its report published (epochs included, never pruned) "
                         "instead of a sampled one; see objectives/published.py (default: a sampled recipe)")
+    s.add_argument("--outside-space", action="store_true",
+                   help="with --with-recipe: enqueue the published recipe even where the study's space cannot "
+                        "produce its values; the trial lists them in its user attribute outside_space "
+                        "(default: refuse such a recipe)")
     _add_storage(s)
     s.set_defaults(func=cmd_enqueue)
 

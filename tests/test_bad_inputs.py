@@ -48,6 +48,9 @@ def template(tmp_path_factory) -> Path:
     # Studies with one finished trial each, its model file good or damaged, as a worker leaves them.
     for study, content in (("trained", (root / "model.pt").read_bytes()), ("corrupt", b"\x80\x02not a checkpoint")):
         trained_study(root, study, content)
+    (root / "adam-space.json").write_text(json.dumps({"recipe": {"optimizers": ["adam"], "lr": {"adam": [3e-4, 3e-3]}}}))
+    for study, space_args in (("wide", []), ("adam-only", ["--space", str(root / "adam-space.json")])):  # default arch
+        assert main(["create", "--study", study, "--storage", f"sqlite:///{root / 'search.db'}", *space_args]) == 0
     (root / "old-report").mkdir()
     (root / "old-report" / "summary.md").write_text("# an earlier report\n")
     (root / "images.pkl").write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "ids": ["a", "b"]}))
@@ -326,6 +329,13 @@ CASES = [
     ("report-out-missing-parent", "report --study trained --out typo/report", None, "no folder typo"),
     ("report-out-holds-a-report", "report --study trained --out old-report", None, "add --force"),
     ("evaluate-creates-no-data-folder", "evaluate model.pt", None, "no CIFAR-10"),
+    # enqueue checks a published recipe against the study's space, as it checks the architecture.
+    ("enqueue-recipe-optimizer-outside-space", "enqueue --study adam-only --preset se-resnet-rawat --with-recipe",
+     None, "optimizer 'sgd' (space: ['adam'])"),
+    ("enqueue-recipe-epochs-outside-space", "enqueue --study wide --preset resnet9-kuangliu --with-recipe", None,
+     "epochs 100 (space: [20, 20])"),
+    ("enqueue-outside-space-without-recipe", "enqueue --study wide --preset resnet9-kuangliu --outside-space", None,
+     "--with-recipe"),
     # Every field of a space is capped; a huge or deeply nested file is refused before it is parsed.
     ("channels-trillion", C, arch_space(channels=[16, 10**12]), "space.channels"),
     ("stem-width-trillion", C, arch_space(stem_widths=[10**12]), "space.stem_widths"),
@@ -524,3 +534,12 @@ def test_a_damaged_checkpoint_is_one_safe_message(ws, recwarn):
         download_torch(FileSystemArtifactStore(str(ws / "artifacts")), "corrupt-model")
     assert "damaged" in str(error.value) and "weights_only" not in str(error.value)
     assert not recwarn.list
+
+
+def test_enqueue_outside_the_space_only_on_purpose_and_recorded(ws, capsys):
+    assert main(["enqueue", "--study", "adam-only", "--preset", "se-resnet-rawat", "--with-recipe",
+                 "--outside-space"]) == 0
+    capsys.readouterr()
+    (trial,) = optuna.load_study(study_name="adam-only", storage=os.environ["SEARCH_STORAGE"]).get_trials()
+    assert "optimizer 'sgd' (space: ['adam'])" in trial.user_attrs["outside_space"]
+    assert trial.user_attrs["fixed_recipe"]["optimizer"] == "sgd"

@@ -16,7 +16,7 @@ from typing import Any
 
 from .activations import ACTIVATIONS as ACTIVATION_REGISTRY
 from .blocks import BLOCKS
-from .checks import choice
+from .checks import choice, parse_json
 
 INPUT_SIDE = 32  # CIFAR-10 images are 32x32
 INPUT_CHANNELS = 3
@@ -24,6 +24,8 @@ ACTIVATIONS = tuple(ACTIVATION_REGISTRY)  # names; each activation is declared o
 BLOCK_TYPES = tuple(BLOCKS)               # names; each block type is declared once, in blocks.py
 MAX_STAGES = 5  # 32 / 2^4 = 2: a sixth stage would leave a 1x1 map before pooling
 MAX_BLOCKS = 256  # per stage (ResNet-1202 has 200): more only makes counting and building hang
+MAX_CHANNELS = 4_096  # a width (or SE ratio): ResNet-50's widest stage is 2,048; wider is a typo
+MAX_KERNEL = 31       # a conv kernel no wider than the 32x32 image it slides over
 
 
 def stage_stride(i: int) -> int:
@@ -126,10 +128,7 @@ class ArchConfig:
     @classmethod
     def from_json(cls, text: str, unwrap: bool = False) -> "ArchConfig":
         """With `unwrap`, also the object `search arch` prints ({"architecture": {...}, "params": ...})."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"architecture: not valid JSON ({e})") from e
+        data = parse_json("architecture", text)
         if unwrap and isinstance(data, dict) and isinstance(data.get("architecture"), dict):
             data = data["architecture"]
         return cls.from_dict(data)
@@ -151,8 +150,8 @@ def _is_int(x: Any) -> bool:
 
 
 def _check_kernel(name: str, k: Any) -> None:
-    if not _is_int(k) or k < 1 or k % 2 == 0:
-        raise ValueError(f"{name}: must be an odd positive kernel size (1, 3, 5, 7, ...), got {k!r}")
+    if not _is_int(k) or not 1 <= k <= MAX_KERNEL or k % 2 == 0:
+        raise ValueError(f"{name}: must be an odd kernel size in [1, {MAX_KERNEL}] (1, 3, 5, 7, ...), got {k!r}")
 
 
 def validate(arch: ArchConfig) -> None:
@@ -163,18 +162,18 @@ def validate(arch: ArchConfig) -> None:
     for i, s in enumerate(arch.stages, start=1):
         if not _is_int(s.blocks) or not 1 <= s.blocks <= MAX_BLOCKS:
             raise ValueError(f"stages[{i}].blocks: must be an integer in [1, {MAX_BLOCKS}], got {s.blocks!r}")
-        if not _is_int(s.channels) or s.channels < 1:
-            raise ValueError(f"stages[{i}].channels: must be a positive integer, got {s.channels!r}")
+        if not _is_int(s.channels) or not 1 <= s.channels <= MAX_CHANNELS:
+            raise ValueError(f"stages[{i}].channels: must be an integer in [1, {MAX_CHANNELS:,}], got {s.channels!r}")
         _check_kernel(f"stages[{i}].conv_kernel", s.conv_kernel)
         _check_kernel(f"stages[{i}].skip_kernel", s.skip_kernel)
         choice(f"stages[{i}].block", s.block, BLOCK_TYPES)
     _check_kernel("stem_kernel", arch.stem_kernel)
-    if arch.stem_width is not None and (not _is_int(arch.stem_width) or arch.stem_width < 1):
-        raise ValueError(f"stem_width: must be a positive integer or null, got {arch.stem_width!r}")
+    if arch.stem_width is not None and (not _is_int(arch.stem_width) or not 1 <= arch.stem_width <= MAX_CHANNELS):
+        raise ValueError(f"stem_width: must be an integer in [1, {MAX_CHANNELS:,}] or null, got {arch.stem_width!r}")
     for name in ("stem_se_ratio", "se_ratio"):
         r = getattr(arch, name)
-        if not _is_int(r) or r < 0:
-            raise ValueError(f"{name}: must be 0 (no SE) or a positive integer, got {r!r}")
+        if not _is_int(r) or not 0 <= r <= MAX_CHANNELS:
+            raise ValueError(f"{name}: must be 0 (no SE) or an integer up to {MAX_CHANNELS:,}, got {r!r}")
     choice("activation", arch.activation, ACTIVATIONS)
     for name in ("block_dropout", "head_dropout"):
         p = getattr(arch, name)

@@ -54,7 +54,7 @@ def model_file(arch: ArchConfig, recipe: dict[str, Any], state_dict: dict[str, t
 
 def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
-        data = torch.load(path, weights_only=True, map_location="cpu")
+        data = load_quietly(path)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except Exception as e:  # torch raises many types for a file that is not a checkpoint
@@ -62,6 +62,15 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} file")
     return data
+
+
+def load_quietly(path: str | os.PathLike) -> Any:
+    """torch.load with weights only, its warnings about the file (an unusual pickle protocol)
+    silenced: a caller turns a file that is no checkpoint into its own one-line message."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def check_model_dict(data: dict[str, Any], where: str = "model file") -> ArchConfig:

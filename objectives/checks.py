@@ -4,8 +4,14 @@ that names the field, so a bad space or recipe is refused where it is written (a
 expected, strings where numbers are, NaN via Python's parser: each is refused here."""
 from __future__ import annotations
 
+import json
 import math
+import re
 from typing import Any
+
+MAX_CHOICES = 256           # values in one list of a space: more is a generated file, not a choice
+MAX_JSON_CHARS = 1_000_000  # a space or architecture file is a few kilobytes
+MAX_JSON_DEPTH = 32         # a space nests three levels; Python's parser recurses once per level
 
 
 def is_int(x: Any) -> bool:
@@ -65,7 +71,28 @@ def low_high(where: str, x: Any) -> tuple:
 def non_empty_list(where: str, x: Any) -> tuple:
     if not isinstance(x, (list, tuple)) or not x:
         raise ValueError(f"{where}: must be a non-empty list, got {_show(x)}")
+    if len(x) > MAX_CHOICES:
+        raise ValueError(f"{where}: must hold at most {MAX_CHOICES} values, got {len(x):,}")
     return tuple(x)
+
+
+def parse_json(where: str, text: str) -> Any:
+    """`text` as JSON once its size and nesting are within bounds, checked before parsing: a
+    deeply nested file would exhaust the parser's recursion, a huge one the memory."""
+    if len(text) > MAX_JSON_CHARS:
+        raise ValueError(f"{where}: {len(text):,} characters is too large (at most {MAX_JSON_CHARS:,})")
+    depth = 0
+    for bracket in re.sub(r'"(?:[^"\\]|\\.)*"', "", text):  # strings removed: their brackets are text
+        if bracket in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"{where}: nested more than {MAX_JSON_DEPTH} levels deep")
+        elif bracket in "]}":
+            depth -= 1
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from e
 
 
 def _show(x: Any) -> str:

@@ -25,6 +25,7 @@ USES_MOMENTUM = tuple(name for name, spec in OPTIMIZER_REGISTRY.items() if spec.
 MAX_LR = 100.0            # far above any optimizer's useful peak: larger is a typo
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 65_536   # above the 45,000 training images of a split: one batch anyway
+MAX_GRAD_CLIP = 1_000.0   # a clip this loose never clips; larger is a typo
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Recipe:
         number(f("weight_decay"), self.weight_decay, 0, 1)
         boolean(f("decay_bn_and_bias"), self.decay_bn_and_bias)
         number(f("warmup_fraction"), self.warmup_fraction, 0, 1, hi_open=True)
-        number(f("step_every_epochs"), self.step_every_epochs, 1, integer=True)
+        number(f("step_every_epochs"), self.step_every_epochs, 1, MAX_EPOCHS, integer=True)
         number(f("step_gamma"), self.step_gamma, 0, 1, lo_open=True)
         number(f("epochs"), self.epochs, 1, MAX_EPOCHS, integer=True)
         number(f("batch_size"), self.batch_size, 1, MAX_BATCH_SIZE, integer=True)
@@ -79,7 +80,7 @@ class Recipe:
         number(f("mixup_alpha"), self.mixup_alpha, 0, 100)
         number(f("rotation_degrees"), self.rotation_degrees, 0, 180)
         number(f("label_smoothing"), self.label_smoothing, 0, 1, hi_open=True)
-        number(f("grad_clip_max"), self.grad_clip_max, 0, lo_open=True)
+        number(f("grad_clip_max"), self.grad_clip_max, 0, MAX_GRAD_CLIP, lo_open=True)
         number(f("ema_decay"), self.ema_decay, 0, 1, hi_open=True)
         boolean(f("tta_flip"), self.tta_flip)
 
@@ -161,6 +162,29 @@ CHOICE_FIELDS = {"optimizers": "optimizer", "decay_bn_and_bias": "decay_bn_and_b
                  "flips": "flip", "cutouts": "cutout", "mixup_alphas": "mixup_alpha", "rotations": "rotation_degrees",
                  "grad_clip_modes": "grad_clip_mode", "ema_decays": "ema_decay", "tta_flips": "tta_flip"}
 RANGE_FIELDS = ("momentum", "weight_decay", "epochs", "label_smoothing", "grad_clip_max")
+
+
+def outside_space(recipe: Recipe, space: RecipeSpace) -> list[str]:
+    """Each value of `recipe` that sampling from `space` could not produce, as 'field value
+    (space: ...)'; empty when the space can express the recipe. Momentum is compared only for an
+    optimizer that uses it, and the clip bound only when clipping is on, as `sample_recipe` draws."""
+    out = []
+    for name, field in CHOICE_FIELDS.items():
+        value, allowed = getattr(recipe, field), getattr(space, name)
+        if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
+            out.append(f"{field} {value!r} (space: {list(allowed)})")
+    ranges = {name: getattr(space, name) for name in RANGE_FIELDS}
+    if recipe.optimizer in space.lr:
+        ranges["lr"] = space.lr[recipe.optimizer]
+    if recipe.optimizer not in USES_MOMENTUM:
+        del ranges["momentum"]
+    if recipe.grad_clip_mode == "none":
+        del ranges["grad_clip_max"]
+    for field, (lo, hi) in ranges.items():
+        value = getattr(recipe, field)
+        if not lo <= value <= hi:
+            out.append(f"{field} {value:g} (space: [{lo:g}, {hi:g}])")
+    return out
 
 
 def _check_as_recipe(where: str, recipe_field: str, value: Any) -> None:

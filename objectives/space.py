@@ -12,14 +12,13 @@ choices under one name).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from .architecture import (ACTIVATIONS, BLOCK_TYPES, MAX_BLOCKS, MAX_STAGES, ArchConfig, StageConfig,
-                           fields_from_dict, final_side)
+from .architecture import (ACTIVATIONS, BLOCK_TYPES, MAX_BLOCKS, MAX_CHANNELS, MAX_KERNEL, MAX_STAGES, ArchConfig,
+                           StageConfig, fields_from_dict, final_side)
 from .budget import fit_to_budget
-from .checks import choice, is_int, low_high, non_empty_list, number
+from .checks import choice, is_int, low_high, non_empty_list, number, parse_json
 from .recipe import RecipeSpace
 from .trial_like import TrialLike, suggest_choice, suggest_range
 
@@ -61,21 +60,21 @@ class ArchSpace:
             for v in getattr(self, name):
                 number(f"space.{name}", v, 0, 1, hi_open=True)
         for name in ("conv_kernels", "skip_kernels", "stem_kernels"):
-            bad = [k for k in getattr(self, name) if not is_int(k) or k < 1 or k % 2 == 0]
+            bad = [k for k in getattr(self, name) if not is_int(k) or not 1 <= k <= MAX_KERNEL or k % 2 == 0]
             if bad:
-                raise ValueError(f"space.{name}: kernels must be odd positive integers, got {bad}")
+                raise ValueError(f"space.{name}: kernels must be odd integers in [1, {MAX_KERNEL}], got {bad}")
         for v in self.activations:
             choice("space.activations", v, ACTIVATIONS)
         for v in self.block_types:
             choice("space.block_types", v, BLOCK_TYPES)
         for name in ("channels", "stem_se_ratios", "se_ratios"):
             floor = 1 if name == "channels" else 0
-            bad = [c for c in getattr(self, name) if not is_int(c) or c < floor]
+            bad = [c for c in getattr(self, name) if not is_int(c) or not floor <= c <= MAX_CHANNELS]
             if bad:
-                raise ValueError(f"space.{name}: must be integers >= {floor}, got {bad}")
-        bad = [w for w in self.stem_widths if w is not None and (not is_int(w) or w < 1)]
+                raise ValueError(f"space.{name}: must be integers in [{floor}, {MAX_CHANNELS:,}], got {bad}")
+        bad = [w for w in self.stem_widths if w is not None and (not is_int(w) or not 1 <= w <= MAX_CHANNELS)]
         if bad:
-            raise ValueError(f"space.stem_widths: must be positive integers or null, got {bad}")
+            raise ValueError(f"space.stem_widths: must be integers in [1, {MAX_CHANNELS:,}] or null, got {bad}")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self)
@@ -175,8 +174,5 @@ class SearchSpace:
 
     @classmethod
     def from_json(cls, text: str) -> "SearchSpace":
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"space: not valid JSON ({e})") from e
+        return cls.from_dict(parse_json("space", text))
 

@@ -66,21 +66,32 @@ def cmd_prepare_data(args: argparse.Namespace) -> int:
 
 
 def _read(path: str) -> str:
+    """A space or architecture file's text; one larger than any such file is refused unread."""
+    from objectives.checks import MAX_JSON_CHARS
     try:
-        return Path(path).read_text()
+        with open(path, "rb") as f:
+            data = f.read(4 * MAX_JSON_CHARS + 1)  # at most 4 bytes a character in UTF-8
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+    if len(data) > 4 * MAX_JSON_CHARS:
+        raise ValueError(f"{path}: too large for a space or architecture file (at most {MAX_JSON_CHARS:,} characters)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start:,})") from None
 
 
 # ---- study commands -----------------------------------------------------------------------
 
-def _storage(args: argparse.Namespace, heartbeat: bool = False):
+def _storage(args: argparse.Namespace, heartbeat: bool = False, existing: bool = False):
+    """The study storage; with `existing` (commands that read a study), a missing or empty
+    database is one line, never created."""
     from storage.database import make_storage, quiet_optuna
     quiet_optuna()
     if heartbeat:
         return make_storage(args.storage, heartbeat_interval=args.heartbeat, grace_period=args.grace,
                             wait=args.db_wait)
-    return make_storage(args.storage, wait=args.db_wait)
+    return make_storage(args.storage, wait=args.db_wait, existing=existing)
 
 
 def _definition(args: argparse.Namespace):
@@ -168,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
+    storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.status import format_summary, summarize
     from search.finalize import companion, final_results, format_final
@@ -184,11 +195,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
+    storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from objectives import count_params, get_preset
     from objectives.space import arch_to_params
     from search.definition import load_study
     study, definition = load_study(storage, args.study)
+    if args.outside_space and not args.with_recipe:
+        raise ValueError("--outside-space goes with --with-recipe: a sampled recipe is always within the space")
+    if definition.final is not None:  # its worker trains its queue as `search finalize` wrote it
+        raise ValueError(f"study {args.study!r} is a finalize study: `search finalize` enqueues its runs")
+    from objectives.feasibility import check_space_fits
+    check_space_fits(definition.space.arch, definition.budget)  # as the worker checks the study first
     arch = get_preset(args.preset)
     n = count_params(arch)
     if n > definition.budget:
@@ -197,12 +214,19 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         params = arch_to_params(arch, definition.space.arch)
     except ValueError as e:
         raise ValueError(f"preset {args.preset} cannot be expressed in this study's space: {e}") from None
-    from search.trials import FIXED_RECIPE_ATTR, PRESET_ATTR, PUBLISHED_ATTR
+    from search.trials import FIXED_RECIPE_ATTR, OUTSIDE_SPACE_ATTR, PRESET_ATTR, PUBLISHED_ATTR
     attrs = {PRESET_ATTR: args.preset}
     if args.with_recipe:
         from objectives.published import get_published_recipe
+        from objectives.recipe import outside_space
         published = get_published_recipe(args.preset)
+        outside = outside_space(published.recipe, definition.space.recipe)
+        if outside and not args.outside_space:
+            raise ValueError(f"the published recipe of {args.preset} is outside this study's space: "
+                             f"{'; '.join(outside)}; add --outside-space to enqueue it anyway (the trial records it)")
         attrs.update({FIXED_RECIPE_ATTR: published.recipe.to_dict(), PUBLISHED_ATTR: args.preset})
+        if outside:
+            attrs[OUTSIDE_SPACE_ATTR] = outside
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
     r = attrs.get(FIXED_RECIPE_ATTR)
     print(f"enqueued {args.preset} ({n:,} params) in study {args.study}; " +
@@ -212,7 +236,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
-    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
+    storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.export import export_best, test_accuracy
     chosen, how = None, None
@@ -230,7 +254,7 @@ def cmd_export_best(args: argparse.Namespace) -> int:
             if chosen is None:
                 limits = " and ".join(f"{v:,} {k}" for k, v in (("params", args.max_params), ("MACs", args.max_macs)) if v)
                 raise ValueError(f"study {args.study!r} has no completed trial within {limits}")
-    data, checkpoint = export_best(study, args.artifacts, args.out, args.format, chosen)
+    data, checkpoint = export_best(study, args.artifacts, args.out, args.format, chosen, force=args.force)
     m = data["metrics"]
     val = f"val_acc {m['val_acc']:.4f}" if m.get("val_acc") is not None else "no validation split"
     print(f"exported trial {data['trial']} of {data['study']}: {val}, {m['params']:,} params -> {args.out}"
@@ -255,13 +279,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from search.predict import predict_to_csv
-    n = predict_to_csv(args.file, args.input, args.out, tta=args.tta)
+    n = predict_to_csv(args.file, args.input, args.out, tta=args.tta, force=args.force)
     print(f"wrote {n:,} predictions to {args.out}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    storage = _storage(args)  # first: an unreachable database answers before the heavy imports
+    from search.options import output_folder
+    output_folder(args.out, args.force, "summary.md", "report")  # a mistyped parent folder is an error
+    storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.report import write_report
     study, definition = load_study(storage, args.study)
@@ -324,7 +350,7 @@ def _count(n: int, noun: str) -> str:
 def cmd_pareto(args: argparse.Namespace) -> int:
     from search.definition import load_study
     from search.pareto import format_front, front_rows
-    study, _ = load_study(_storage(args), args.study)
+    study, _ = load_study(_storage(args, existing=True), args.study)
     rows = front_rows(study)
     print(json.dumps(rows, indent=2) if args.json else format_front(rows, args.study))
     return 0
@@ -332,13 +358,14 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from search.definition import load_study
-    from storage.dashboard import serve
+    from storage.dashboard import check_port, serve
     from storage.artifacts import open_artifact_store
-    storage = _storage(args)
+    storage = _storage(args, existing=True)
     study, _ = load_study(storage, args.study)
     # The artifact store is what makes each trial's model.pt downloadable: without it the
     # dashboard lists the artifacts but answers HTTP 400 to a download.
     store = open_artifact_store(args.artifacts, create=False, study=study)  # a directory or S3, as workers write
+    check_port("127.0.0.1", args.port)  # a port in use is one line, before anything is printed
     print(f"optuna-dashboard for study {args.study}: http://127.0.0.1:{args.port}/dashboard/studies/"
           f"{study._study_id} (no authentication; Ctrl-C stops it)", flush=True)
     # Loopback only: the dashboard has no authentication (reach it from elsewhere by SSH tunnel).
@@ -468,12 +495,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--with-recipe", action="store_true",
                    help="train it with the recipe its report published (epochs included, never pruned) "
                         "instead of a sampled one; see objectives/published.py (default: a sampled recipe)")
+    s.add_argument("--outside-space", action="store_true",
+                   help="with --with-recipe: enqueue the published recipe even where the study's space cannot "
+                        "produce its values; the trial lists them in its user attribute outside_space "
+                        "(default: refuse such a recipe)")
     _add_storage(s)
     s.set_defaults(func=cmd_enqueue)
 
     s = sub.add_parser("export-best", help="write the best trial's model to one file loadable with plain PyTorch")
     s.add_argument("--study", required=True, help="study name (required)")
-    s.add_argument("--out", required=True, help="file to write (torch.load(FILE, weights_only=True) reads it)")
+    s.add_argument("--out", required=True, help="file to write, in a folder that exists "
+                                                "(torch.load(FILE, weights_only=True) reads it)")
+    s.add_argument("--force", action="store_true", help="replace --out (and the model file beside a graph) if it "
+                                                        "exists (default: refuse)")
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy (default: off)")
@@ -535,7 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ID,Labels and labels 0-9 in CIFAR-10 class order.")
     s.add_argument("file", help="a file written by `search export-best`")
     s.add_argument("--input", required=True, help="pickle file or image folder")
-    s.add_argument("--out", required=True, help="CSV to write")
+    s.add_argument("--out", required=True, help="CSV to write, in a folder that exists")
+    s.add_argument("--force", action="store_true", help="replace --out if it exists (default: refuse)")
     s.add_argument("--tta", action="store_true",
                    help="average logits over each image and its mirror (default: off)")
     s.set_defaults(func=cmd_predict)
@@ -544,12 +579,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--study", required=True, help="the study to open")
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
-    s.add_argument("--port", type=positive_int, default=DASHBOARD_PORT, help="port to listen on (default %(default)s)")
+    s.add_argument("--port", type=int_in(1, 65_535), default=DASHBOARD_PORT, help="port to listen on (default %(default)s)")
     s.set_defaults(func=cmd_dashboard)
 
     s = sub.add_parser("report", help="PNG plots and a Markdown summary of a study")
     s.add_argument("--study", required=True, help="study name (required)")
-    s.add_argument("--out", required=True, help="folder to write into")
+    s.add_argument("--out", required=True, help="folder to write into (made if missing, in a folder that exists)")
+    s.add_argument("--force", action="store_true", help="write over an earlier report in --out (default: refuse)")
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.set_defaults(func=cmd_report)

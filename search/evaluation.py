@@ -14,7 +14,7 @@ from .progress import progress
 def evaluate_file(path: str, data_dir: str | None, tta: bool) -> dict[str, Any]:
     device = default_device()
     classifier, info = load_classifier(path, device)
-    test = load_cifar10(data_dir).test
+    test = load_cifar10(data_dir, download_missing=False).test  # a reader: it creates no data folder
     with progress(len(test), "evaluating on the test set") as advance:
         result = evaluate(classifier, test, device, tta=tta, advance=advance)
     n = len(CLASSES)

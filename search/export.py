@@ -90,13 +90,15 @@ def model_file_beside(out: Path) -> Path:
 
 
 def export_best(study: optuna.Study, artifacts: str | None, out: str | Path, format_name: str = DEFAULT_FORMAT,
-                trial: optuna.trial.FrozenTrial | None = None) -> tuple[dict[str, Any], Path]:
+                trial: optuna.trial.FrozenTrial | None = None, force: bool = False) -> tuple[dict[str, Any], Path]:
     """Export `trial` (default: the best feasible trial) to `out` in `format`; returns (the model
-    file's dict, where the model file was written: `out` itself for `checkpoint`)."""
+    file's dict, where the model file was written: `out` itself for `checkpoint`). `out` must be
+    in a folder that exists; a file there is replaced only with `force`."""
+    from .options import output_file
     fmt = get_format(format_name)  # before anything is downloaded or written
+    out = output_file(out, force, "model file" if fmt.write is None else f"{format_name} file")
+    checkpoint = out if fmt.write is None else output_file(model_file_beside(out), force, "model file")
     data = download_model(study, artifacts, trial)
-    out = Path(out)
-    checkpoint = out if fmt.write is None else model_file_beside(out)
     _save(data, checkpoint)
     if fmt.write is not None:
         fmt.write(data, out)
@@ -123,6 +125,8 @@ def download_model(study: optuna.Study, artifacts: str | None,
     except (FileNotFoundError, ArtifactNotFound):
         raise ValueError(f"checkpoint of trial {best.number} is missing from the artifact store "
                          f"{location_of(store)} (wrong --artifacts?)") from None
+    except ValueError as e:  # a damaged file
+        raise ValueError(f"checkpoint of trial {best.number}: {e}") from None
 
 
 def test_accuracy(data: dict[str, Any], data_dir: str | None, tta: bool) -> tuple[float, int]:
@@ -133,7 +137,7 @@ def test_accuracy(data: dict[str, Any], data_dir: str | None, tta: bool) -> tupl
     from .progress import progress
     device = default_device()
     classifier, _ = load_classifier(data, device)
-    test = load_cifar10(data_dir).test
+    test = load_cifar10(data_dir, download_missing=False).test  # a reader: it creates no data folder
     with progress(len(test), "evaluating on the test set") as advance:
         return evaluate(classifier, test, device, tta=tta, advance=advance).accuracy, len(test)
 
@@ -146,7 +150,6 @@ def _classifier(data: dict[str, Any]):
 def _save(data: dict[str, Any], out: Path) -> None:
     import torch
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         torch.save(data, out)
     except (OSError, RuntimeError) as e:  # torch.save reports an unwritable path as RuntimeError
         raise ValueError(f"{out}: cannot write the model file ({str(e).splitlines()[0]})") from None

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import MISSING, asdict, field, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -73,3 +75,41 @@ def seconds(low: float, high: float, what: str = "seconds"):
             raise argparse.ArgumentTypeError(f"must be {what} in [{low:,.0f}, {high:,.0f}], got {text}")
         return value
     return parse
+
+
+# ---- output paths -------------------------------------------------------------------------
+# `--out` names a file in a folder that exists, as cp and torch.save take it: a mistyped folder
+# is an error, not a new tree of folders. An existing file is replaced only with `--force`.
+
+def output_file(path: str | Path, force: bool, what: str = "file") -> Path:
+    """`path` once it can be written as a new file (or, with `force`, over an old one); a
+    ValueError saying why not otherwise. Nothing is created here."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{path}: cannot write the {what}: it is a folder (name a file in it)")
+    _writable_folder(p.parent, path, what)
+    if p.exists() and not force:
+        raise ValueError(f"{path}: exists; add --force to replace it")
+    return p
+
+
+def output_folder(path: str | Path, force: bool, marker: str, what: str) -> Path:
+    """A folder to write `what` into: made if missing, but only inside a folder that exists;
+    one that already holds `marker` (an earlier output) is written over only with `force`."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{path}: cannot write the {what}: it is a file, not a folder")
+    if p.is_dir():
+        _writable_folder(p, path, what)
+        if (p / marker).exists() and not force:
+            raise ValueError(f"{path}: holds a {what} already ({marker}); add --force to replace it")
+    else:
+        _writable_folder(p.parent, path, what)
+    return p
+
+
+def _writable_folder(folder: Path, path: str | Path, what: str) -> None:
+    if not folder.is_dir():
+        raise ValueError(f"{path}: cannot write the {what}: no folder {folder} (create it first)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: cannot write the {what}: folder {folder} is not writable")

@@ -12,7 +12,6 @@ numbers only), so a file cannot run code when loaded.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -100,13 +99,12 @@ def read_inputs(path: str) -> tuple[list[str], torch.Tensor]:
     return ids, images
 
 
-def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool = False) -> int:
+def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool = False, force: bool = False) -> int:
+    from .options import output_file
+    # Refuse an output that cannot be written before predicting, not after (one line, nothing lost):
+    # its folder must exist, and an existing file is replaced only with `force`.
+    output_file(out, force, "CSV")
     ids, images = read_inputs(input_path)
-    target = Path(out)
-    # Refuse an output that cannot be written before predicting, not after (one line, nothing lost).
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_dir() or not os.access(target.parent, os.W_OK):
-        raise ValueError(f"{out}: cannot write the CSV ({'a directory' if target.is_dir() else 'folder not writable'})")
     device = default_device()
     classifier, _ = load_classifier(model_path, device)
     with progress(len(ids), "predicting") as advance:

@@ -230,7 +230,7 @@ def write_summary(study, definition: StudyDefinition, path: Path, model_note: st
 def write_report(study: optuna.Study, definition: StudyDefinition, out: str | Path,
                  model_note: str | None = None) -> list[Path]:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)  # in a folder that exists (search.options.output_folder checks it first)
     files = [out / "history.png", out / "accuracy_vs_params.png", out / "learning_curves.png",
              out / "importances.png", out / "summary.md"]
     plot_history(study, files[0])

@@ -40,6 +40,7 @@ FIXED_RECIPE_ATTR = "fixed_recipe"
 FIXED_ARCH_ATTR = "fixed_architecture"
 SEED_ATTR = "seed"
 PUBLISHED_ATTR = "published_recipe"   # the preset whose published recipe an enqueued trial trains with
+OUTSIDE_SPACE_ATTR = "outside_space"  # the fixed recipe's values the study's space cannot produce (enqueued anyway)
 # A finalize study's runs (search/finalize.py):
 FINAL_ATTR = "final"                  # where its configuration came from, which seed
 TEST_ACC_ATTR = "test_acc"           # as the run's recipe evaluates: with flip averaging if tta_flip

@@ -200,11 +200,15 @@ def upload_torch(store, trial: optuna.Trial | optuna.trial.FrozenTrial, obj: dic
 
 
 def download_torch(store, artifact_id: str) -> dict[str, Any]:
-    import torch
+    from objectives.checkpoint import load_quietly
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "artifact.pt"
         download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
-        return torch.load(path, weights_only=True, map_location="cpu")
+        try:
+            return load_quietly(path)
+        except Exception as e:  # torch's own message advises weights_only=False: unsafe, never passed on
+            raise ValueError(f"artifact {artifact_id} is damaged: not a checkpoint this tool wrote "
+                             f"({type(e).__name__})") from None
 
 
 def remove_artifact(store, storage: optuna.storages.BaseStorage, trial_id: int, artifact_id: str,

@@ -54,6 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_port(host: str, port: int) -> None:
+    """A ValueError unless `host`:`port` can be listened on now (tried as the server will: with
+    SO_REUSEADDR), so a port in use is one line instead of the web server's banner and traceback."""
+    import socket
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e} (choose another --port)") from None
+
+
 def serve(storage, store, host: str, port: int) -> None:
     """optuna-dashboard over `storage` with `store` (directory or S3), so artifacts download;
     `search dashboard` and this module's entry point (Kubernetes) both serve through here."""

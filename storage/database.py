@@ -1,6 +1,7 @@
 """Optuna RDB storage with the engine options, heartbeat and retry settings we run with."""
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from typing import Any
@@ -12,7 +13,7 @@ from optuna.storages import RDBStorage
 from search.settings import GRACE_HEARTBEATS, WORKER_DB_WAIT
 
 from .errors import Unavailable
-from .urls import backend_of, redact
+from .urls import backend_of, redact, sqlite_file
 
 
 # Server answers that mean the URL is wrong, not that the server is still starting.
@@ -71,14 +72,42 @@ def wait_for_database(url: str, timeout: float = WORKER_DB_WAIT, interval: float
         engine.dispose()
 
 
+OPTUNA_TABLES = ("studies", "version_info")  # what Optuna lays out first; no study without them
+
+
+def check_initialised(url: str) -> None:
+    """A ValueError unless `url` names a database Optuna has laid out (by `search create` or
+    `run`), checked without creating anything: commands that only read must not leave a new
+    SQLite file (or 13 empty tables) behind a mistyped path."""
+    path = sqlite_file(url)
+    if path is not None and not os.path.isfile(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        why = "no such database file" + ("" if os.path.isdir(folder) else f" (no folder {folder})")
+        raise ValueError(f"storage {redact(url)}: {why}; check the path (`search create` or `search run` makes it)")
+    engine = sqlalchemy.create_engine(url, **({} if backend_of(url) == "sqlite" else {"connect_args": {
+        "connect_timeout": CONNECT_TIMEOUT}}))
+    try:
+        with engine.connect() as connection:
+            tables = set(sqlalchemy.inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
+    if not set(OPTUNA_TABLES) <= tables:
+        raise ValueError(f"storage {redact(url)} holds no studies (no Optuna tables: not made by `search create` "
+                         f"or `search run`); check the URL")
+
+
 def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 max_retry: int = 3, wait: float = WORKER_DB_WAIT) -> RDBStorage:
+                 max_retry: int = 3, wait: float = WORKER_DB_WAIT, existing: bool = False) -> RDBStorage:
     """An RDBStorage for `url`. With a heartbeat, trials of workers that stop beating
     for `grace_period` seconds are failed and re-queued (up to `max_retry` times, once each
     however many workers notice), keeping the intermediate values their checkpoint covers so
-    the retry resumes from it (search/requeue.py)."""
+    the retry resumes from it (search/requeue.py). With `existing` (commands that read a
+    study), a database that is missing or holds no Optuna tables is refused instead of
+    created (`check_initialised`)."""
     if backend_of(url) != "sqlite":  # also rejects a bad URL before anything is opened
         wait_for_database(url, timeout=wait)
+    if existing:
+        check_initialised(url)
     kwargs: dict[str, Any] = {}
     from search.requeue import RequeueOnce
     if heartbeat_interval:

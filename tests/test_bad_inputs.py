@@ -41,10 +41,34 @@ def template(tmp_path_factory) -> Path:
     assert main(["create", "--study", "base", "--storage", f"sqlite:///{root / 'search.db'}", "--space",
                  str(root / "space.json"), "--budget", "30000", "--val-size", "200"]) == 0
     torch.manual_seed(0)
-    good = model_file(TINY, {}, build(TINY).state_dict(), [0.5] * 3, [0.25] * 3, {"val_acc": 0.5})
+    good = model_file(TINY, {}, build(TINY).state_dict(), [0.5] * 3, [0.25] * 3, {"val_acc": 0.5}, study="trained",
+                      trial=0)
     torch.save(good, root / "model.pt")
     (root / "artifacts").mkdir()
+    # Studies with one finished trial each, its model file good or damaged, as a worker leaves them.
+    for study, content in (("trained", (root / "model.pt").read_bytes()), ("corrupt", b"\x80\x02not a checkpoint")):
+        trained_study(root, study, content)
+    (root / "adam-space.json").write_text(json.dumps({"recipe": {"optimizers": ["adam"], "lr": {"adam": [3e-4, 3e-3]}}}))
+    for study, space_args in (("wide", []), ("adam-only", ["--space", str(root / "adam-space.json")])):  # default arch
+        assert main(["create", "--study", study, "--storage", f"sqlite:///{root / 'search.db'}", *space_args]) == 0
+    (root / "old-report").mkdir()
+    (root / "old-report" / "summary.md").write_text("# an earlier report\n")
+    (root / "images.pkl").write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "ids": ["a", "b"]}))
     return root
+
+
+def trained_study(root: Path, name: str, model_bytes: bytes) -> None:
+    import io
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.distributions import FloatDistribution
+    from search.trials import MACS_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR
+    url = f"sqlite:///{root / 'search.db'}"
+    assert main(["create", "--study", name, "--storage", url, "--space", str(root / "space.json"), "--budget", "30000",
+                 "--val-size", "200"]) == 0
+    FileSystemArtifactStore(str(root / "artifacts")).write(f"{name}-model", io.BytesIO(model_bytes))
+    optuna.load_study(study_name=name, storage=url).add_trial(optuna.trial.create_trial(
+        value=0.5, params={"head_dropout": 0.1}, distributions={"head_dropout": FloatDistribution(0.0, 0.5)},
+        user_attrs={PARAMS_ATTR: 1000, MACS_ATTR: 10000, MODEL_ARTIFACT_ATTR: f"{name}-model"}))
 
 
 @pytest.fixture
@@ -60,8 +84,9 @@ def ws(template, tmp_path, monkeypatch) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's hash and every folder, so a file or folder a command created shows too."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(root.rglob("*"))}
 
 
 # ---- inputs the cases write into the workspace ------------------------------------------
@@ -104,8 +129,8 @@ def smaller_architecture(d):  # fewer parameters than the file holds, in other s
     d["architecture"] = ArchConfig(stages=(StageConfig(1, 8), StageConfig(1, 12)), pool_kernel=16).to_dict()
 
 
-def huge_architecture(d):  # ~10^13 parameters: building it would ask for terabytes
-    d["architecture"] = ArchConfig(stages=(StageConfig(4, 1_000_000),), pool_kernel=32).to_dict()
+def huge_architecture(d):  # ~10^11 parameters, the widest and deepest allowed: building it would ask for 300 GB
+    d["architecture"] = ArchConfig(stages=(StageConfig(256, 4096),), pool_kernel=32).to_dict()
 
 
 def set_norm(key, values):
@@ -148,6 +173,14 @@ def arch_json(ws: Path, data) -> str:
     return str(path)
 
 
+def typo_db(ws: Path) -> str:
+    return f"sqlite:///{ws / 'serach.db'}"
+
+
+# Commands that only read a study (enqueue adds a trial, but to a study that must exist).
+READERS = [("status", "status --study base"), ("pareto", "pareto --study base"),
+           ("report", "report --study base --out rep"), ("export-best", "export-best --study base --out best.pt"),
+           ("dashboard", "dashboard --study base"), ("enqueue", "enqueue --study base --preset resnet20-he")]
 C = "create --study new --budget 30000 --space {}"   # a create that only the space can spoil
 W = "worker --study base --gpus none"                 # a worker that only its flags can spoil
 
@@ -283,6 +316,64 @@ CASES = [
     ("arch-file-string-channels", "arch --file {}",
      lambda ws: arch_json(ws, {"stages": [{"blocks": 1, "channels": "16"}], "pool_kernel": 4}), "channels"),
     ("enqueue-unknown-preset", "enqueue --study base --preset vgg", None, "unknown preset"),
+] + [(f"{name}-{db}", f"{line} --storage {{}}", maker, words) for name, line in READERS
+     for db, maker, words in (("typo-sqlite", typo_db, "no such database file"),
+                              ("empty-sqlite", lambda ws: "sqlite:///" + raw_file("empty.db", b"")(ws), "holds no studies"))
+     ] + [
+    # --out: a file in a folder that exists; an existing file is replaced only with --force.
+    ("export-best-out-missing-folder", "export-best --study trained --out typo/best.pt", None, "no folder typo"),
+    ("export-best-out-exists", "export-best --study trained --out space.json", None, "add --force"),
+    ("export-best-checkpoint-beside-exists", "export-best --study trained --format torchscript --out model.ts", None,
+     "model.pt: exists; add --force"),
+    ("predict-out-missing-folder", "predict model.pt --input images.pkl --out typo/p.csv", None, "no folder typo"),
+    ("predict-out-exists", "predict model.pt --input images.pkl --out space.json", None, "add --force"),
+    ("report-out-missing-parent", "report --study trained --out typo/report", None, "no folder typo"),
+    ("report-out-holds-a-report", "report --study trained --out old-report", None, "add --force"),
+    ("evaluate-creates-no-data-folder", "evaluate model.pt", None, "no CIFAR-10"),
+    # enqueue checks a published recipe against the study's space, as it checks the architecture.
+    ("enqueue-recipe-optimizer-outside-space", "enqueue --study adam-only --preset se-resnet-rawat --with-recipe",
+     None, "optimizer 'sgd' (space: ['adam'])"),
+    ("enqueue-recipe-epochs-outside-space", "enqueue --study wide --preset resnet9-kuangliu --with-recipe", None,
+     "epochs 100 (space: [20, 20])"),
+    ("enqueue-outside-space-without-recipe", "enqueue --study wide --preset resnet9-kuangliu --outside-space", None,
+     "--with-recipe"),
+    # Every field of a space is capped; a huge or deeply nested file is refused before it is parsed.
+    ("channels-trillion", C, arch_space(channels=[16, 10**12]), "space.channels"),
+    ("stem-width-trillion", C, arch_space(stem_widths=[10**12]), "space.stem_widths"),
+    ("se-ratio-trillion", C, arch_space(se_ratios=[0, 10**12]), "space.se_ratios"),
+    ("conv-kernel-billion", C, arch_space(conv_kernels=[3, 10**9 + 1]), "space.conv_kernels"),
+    ("stem-kernel-1001", C, arch_space(stem_kernels=[1001]), "space.stem_kernels"),
+    ("grad-clip-max-1e300", C, recipe_space(grad_clip_modes=["norm"], grad_clip_max=[1, 1e300]),
+     "space.recipe.grad_clip_max"),
+    ("channels-1000-choices", C, arch_space(channels=list(range(8, 1008))), "space.channels"),
+    ("space-nested-100000-deep", C, lambda ws: space(ws, "[" * 100_000), "nested"),
+    ("space-5-megabytes", C, lambda ws: space(ws, " " * 5_000_000 + "{}"), "too large"),
+    ("arch-file-channels-trillion", "arch --file {}",
+     lambda ws: arch_json(ws, {"stages": [{"blocks": 1, "channels": 10**12}], "pool_kernel": 4}), "channels"),
+    ("arch-file-kernel-billion", "arch --file {}",
+     lambda ws: arch_json(ws, {"stages": [{"blocks": 1, "channels": 16, "conv_kernel": 10**9 + 1}],
+                               "pool_kernel": 4}), "conv_kernel"),
+    ("arch-file-nested-100000-deep", "arch --file {}", raw_file("deep.json", b"[" * 100_000), "nested"),
+    # Expected errors take the one-line path: no library warning, banner or unsafe advice before it.
+    ("dashboard-port-70000", "dashboard --study base --port 70000", None, "--port"),
+    ("evaluate-plain-pickle", "evaluate {}", raw_file("plain.pkl", pickle.dumps({"a": 1}, protocol=4)),
+     "not a model file"),
+    ("export-best-damaged-model-file", "export-best --study corrupt --out best.pt", None, "damaged"),
+    # Storage URLs: an unescaped user name or password is refused, before connecting, showing none of it.
+    ("password-with-at-and-slash", "status --study base --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk@9q/Zr7@localhost/db", "urllib.parse.quote"),
+    ("password-with-at", "status --study base --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk@9q@localhost/db", "urllib.parse.quote"),
+    ("password-with-slash", "status --study base --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk/9q@localhost/db", "urllib.parse.quote"),
+    ("password-with-question-mark", "status --study base --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk?9q@localhost/db", "urllib.parse.quote"),
+    ("password-with-hash", "status --study base --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk#9q@localhost/db", "urllib.parse.quote"),
+    ("password-with-space", "create --study new --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk 9q@localhost/db", "urllib.parse.quote"),
+    ("password-with-lone-percent", "enqueue --study base --preset resnet20-he --storage {}",
+     lambda ws: "postgresql+psycopg2://odd:Xk%9q@localhost/db", "urllib.parse.quote"),
 ]
 
 
@@ -312,7 +403,11 @@ def test_bad_input_is_one_line_and_changes_nothing(ws, capsys, line, maker, word
         code = e.code
     out = capsys.readouterr()
     assert code not in (0, None), out.out
-    assert words in one_line(out.err)
+    assert out.out == "", out.out  # a refusal prints nothing before its one line
+    line = one_line(out.err)
+    assert words in line
+    assert "weights_only" not in line, line  # torch's advice to load unsafely is never passed on
+    assert not any(secret in line for secret in ("Xk", "9q", "Zr7")), line  # no piece of a test password
     assert snapshot(ws) == before
 
 
@@ -323,6 +418,23 @@ def test_long_study_name_on_postgresql(postgres, capsys):
     assert main(["create", "--study", "x" * 1000, "--storage", url, "--budget", "30000"]) == 1
     assert "512 characters" in one_line(capsys.readouterr().err)
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["kept"]
+
+
+def test_readers_create_no_table_in_an_empty_postgresql_database(postgres, ws, capsys):
+    """On PostgreSQL a reader used to lay out Optuna's 13 tables, then say "no study"."""
+    import sqlalchemy
+    url = postgres.new_database()
+    engine = sqlalchemy.create_engine(url)
+    try:
+        for name, line in READERS:
+            before = snapshot(ws)
+            code = main(command(ws, f"{line} --storage {url}", None))
+            line = one_line(capsys.readouterr().err)
+            assert code == 1 and "holds no studies" in line, (name, line)
+            assert sqlalchemy.inspect(engine).get_table_names() == [], name
+            assert snapshot(ws) == before, name
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize("url", [
@@ -338,7 +450,9 @@ def test_storage_password_never_reaches_the_error_line(ws, capsys, url):
 
 
 REAL_PROCESS_CASES = ["batch-size-0", "sqlite-random-bytes", "model-no-state-dict", "timeout-nan",
-                      "grace-equal-heartbeat", "model-huge-architecture"]
+                      "grace-equal-heartbeat", "model-huge-architecture",
+                      # a warning shows on a terminal, not in-process (pytest captures it)
+                      "evaluate-plain-pickle", "export-best-damaged-model-file", "space-nested-100000-deep"]
 
 
 @pytest.mark.parametrize("case", REAL_PROCESS_CASES)
@@ -386,3 +500,47 @@ def test_smallest_arch_is_no_larger_than_any_sample():
     from objectives.space import arch_to_params
     for space in (ArchSpace(), ArchSpace(stem_widths=(64,), channels=(16, 32, 64), se_ratios=(4, 8))):
         arch_to_params(smallest_arch(space), space)
+
+
+def test_force_replaces_an_existing_output(ws, capsys):
+    """The one convention of every command that writes --out: refuse to replace, unless --force."""
+    assert main(["export-best", "--study", "trained", "--out", "space.json", "--force"]) == 0
+    assert torch.load(ws / "space.json", weights_only=True)["format"] == "resnet-search/model-v1"
+    assert main(["predict", "model.pt", "--input", "images.pkl", "--out", "space.json", "--force"]) == 0
+    assert (ws / "space.json").read_text().splitlines()[0] == "ID,Labels"
+    capsys.readouterr()
+
+
+def test_dashboard_port_in_use_is_one_line(ws, capsys):
+    """The web server's banner and Optuna's own lines used to come first."""
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        before = snapshot(ws)
+        code = main(["dashboard", "--study", "base", "--port", str(port)])
+        out = capsys.readouterr()
+    assert code == 1 and out.out == ""
+    assert f"cannot listen on 127.0.0.1:{port}" in one_line(out.err)
+    assert snapshot(ws) == before
+
+
+def test_a_damaged_checkpoint_is_one_safe_message(ws, recwarn):
+    """What a retried trial stores as its resume_error (search/objective.py) and export-best says:
+    torch's UnpicklingError advises weights_only=False, which would run the file's code."""
+    from optuna.artifacts import FileSystemArtifactStore
+    from storage.artifacts import download_torch
+    with pytest.raises(ValueError) as error:
+        download_torch(FileSystemArtifactStore(str(ws / "artifacts")), "corrupt-model")
+    assert "damaged" in str(error.value) and "weights_only" not in str(error.value)
+    assert not recwarn.list
+
+
+def test_enqueue_outside_the_space_only_on_purpose_and_recorded(ws, capsys):
+    assert main(["enqueue", "--study", "adam-only", "--preset", "se-resnet-rawat", "--with-recipe",
+                 "--outside-space"]) == 0
+    capsys.readouterr()
+    (trial,) = optuna.load_study(study_name="adam-only", storage=os.environ["SEARCH_STORAGE"]).get_trials()
+    assert "optimizer 'sgd' (space: ['adam'])" in trial.user_attrs["outside_space"]
+    assert trial.user_attrs["fixed_recipe"]["optimizer"] == "sgd"

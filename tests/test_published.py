@@ -72,12 +72,15 @@ def test_published_recipes_reject_bad_entries():
 def test_enqueue_with_recipe_queues_the_published_recipe(env, tmp_path):
     env = dict(env, SEARCH_STORAGE=f"sqlite:///{tmp_path / 'search.db'}")
     search("create", "--study", "p", "--budget", "12000000", env=env)  # resnet18-kuangliu (11.2M) fits, without a recipe
-    out = search("enqueue", "--study", "p", "--preset", "se-resnet-rawat", "--with-recipe", env=env).stdout
+    # 200 epochs, batch 128, clipping by value: more than the default space draws, so said on purpose
+    out = search("enqueue", "--study", "p", "--preset", "se-resnet-rawat", "--with-recipe", "--outside-space",
+                 env=env).stdout
     assert "published recipe" in out and "200 epochs" in out
     search("enqueue", "--study", "p", "--preset", "resnet9-kuangliu", env=env)  # without: sampled as before
     waiting = load(env["SEARCH_STORAGE"], "p").get_trials(states=(TrialState.WAITING,))
     assert waiting[0].user_attrs[FIXED_RECIPE_ATTR] == PUBLISHED_RECIPES["se-resnet-rawat"].recipe.to_dict()
     assert waiting[0].user_attrs[PUBLISHED_ATTR] == "se-resnet-rawat"
+    assert "epochs 200 (space: [20, 20])" in waiting[0].user_attrs["outside_space"]
     assert FIXED_RECIPE_ATTR not in waiting[1].user_attrs
     line = one_line_error(search("enqueue", "--study", "p", "--preset", "resnet18-kuangliu", "--with-recipe", env=env,
                                  check=False))

@@ -152,8 +152,8 @@ def test_worker_survives_a_database_restart(postgres, env, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["status", "--study", "nope"], "no study named 'nope'"),
-    (["export-best", "--study", "nope", "--out", "x.pt"], "no study named 'nope'"),
+    (["status", "--study", "nope"], "no such database file"),  # a read never creates the file
+    (["export-best", "--study", "nope", "--out", "x.pt"], "no such database file"),
     (["status", "--study", "x", "--storage", "foo://bar"], "bad storage URL"),
     (["status", "--study", "x", "--storage", "postgresql+psycopg2://u:secret@127.0.0.1:1/db", "--db-wait", "1"],
      "did not accept connections within 1 s"),

@@ -319,7 +319,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     if args.baselines is not None:
         from search.baselines import parse_names
         names = parse_names(args.baselines)  # a typo is refused before the storage is touched
-    study, enqueued = finalize(_storage(args), args.study, args.top, args.epochs, args.seeds, args.full_train,
+    study, enqueued = finalize(_storage(args, existing=True), args.study, args.top, args.epochs, args.seeds, args.full_train,
                                args.final_study, names)
     data = "all training images (no validation split)" if args.full_train else "the search's train split (validation kept)"
     if not enqueued:

@@ -67,7 +67,7 @@ def storage_url(request, tmp_path):
 # CI runs everything. Slow: whole modules that start servers, schedulers or several worker
 # processes, and the single tests that train through the CLI for several seconds.
 SLOW_MODULES = {"test_faults", "test_slurm", "test_s3_artifacts", "test_connections", "test_service", "test_deploy",
-                "test_finalize", "test_use_winner"}
+                "test_finalize", "test_use_winner", "test_search_quality"}
 SLOW_TESTS = {"test_learns_real_cifar10_subset", "test_sampled_counts_equal_built_models",
               "test_enqueue_with_recipe_queues_the_published_recipe",
               "test_each_epoch_prints_a_progress_line_and_quiet_keeps_trial_lines",

@@ -249,3 +249,58 @@ def test_final_schedule_defaults_and_published_epochs():
     preset = optuna.trial.create_trial(value=0.5, user_attrs={"recipe": published.to_dict(), PUBLISHED_ATTR: "x"})
     assert final_recipe(preset, None, search_epochs=20) == published.to_dict()  # trained as published
     assert final_recipe(preset, 120, search_epochs=20)["step_every_epochs"] == 40
+
+
+def test_finalize_with_baselines_trains_hand_designs_alike_and_reports_the_gain_with_its_interval(env, tmp_path):
+    """Baselines train under the final schedule, seeds and data of the searched configurations,
+    narrowed to the budget; status, report and status --json give the winner's gain over the
+    best of them with a 95% interval; export-best --final never hands in a baseline."""
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    search("create", "--study", "s", "--storage", url, "--space", space_file(tmp_path, SMALL_SPACE), "--budget",
+           "60000", "--val-size", "200", "--pruner", "none", "--train-limit", "400", env=env)
+    search("worker", "--study", "s", "--storage", url, "--gpus", "none", "--n-trials", "2", env=env)
+    bad = search("finalize", "--study", "s", "--storage", url, "--baselines", "resnet18-kuangliu", env=env, check=False)
+    assert "--baselines" in one_line_error(bad) and len(load(url, "s").trials) == 2  # nothing was created
+    with pytest.raises(KeyError):
+        load(url, "s.final")
+
+    out = search("finalize", "--study", "s", "--storage", url, "--top", "1", "--seeds", "2", "--epochs", "2",
+                 "--baselines", "resnet20-he,resnet9-kuangliu", env=env).stdout
+    assert "enqueued 6 runs (3 configurations x up to 2 seeds)" in out
+    assert "baseline resnet9-kuangliu with its published recipe, 2 epochs (narrowed from 4,903,242" in out
+    search("worker", "--study", "s.final", "--storage", url, "--gpus", "none", env=env, timeout=600)
+
+    done = load(url, "s.final").get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 6
+    hand = [t for t in done if t.user_attrs[FINAL_ATTR].get("baseline")]
+    searched = [t for t in done if not t.user_attrs[FINAL_ATTR].get("baseline")]
+    assert sorted(t.user_attrs[FINAL_ATTR]["baseline"] for t in hand) == ["resnet20-he"] * 2 + ["resnet9-kuangliu"] * 2
+    # the same final schedule, seeds and data for every run
+    assert {t.user_attrs[FIXED_RECIPE_ATTR]["epochs"] for t in done} == {2}
+    assert sorted(t.user_attrs[SEED_ATTR] for t in hand) == sorted(t.user_attrs[SEED_ATTR] for t in searched) * 2
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in done)
+    he = next(t for t in hand if t.user_attrs[FINAL_ATTR]["baseline"] == "resnet20-he")
+    assert he.user_attrs[FIXED_RECIPE_ATTR]["schedule"] == "multistep" and he.user_attrs[FIXED_RECIPE_ATTR]["lr"] == 0.1
+    assert all(t.user_attrs["params"] <= 60000 for t in done)  # narrowed to the study's budget
+    for t in hand:
+        assert t.user_attrs["test_acc_single_view"] == t.user_attrs["test_acc"]  # published recipes test one view
+
+    status = json.loads(search("status", "--study", "s", "--storage", url, "--json", env=env).stdout)["finalized"]
+    c = status["comparison"]
+    best = max(status["baselines"], key=lambda b: b["single_view_mean"])
+    assert c["best_baseline"] == best["name"] and c["winner_trial"] == searched[0].user_attrs[FINAL_ATTR]["source_trial"]
+    winner_runs = [t.user_attrs["test_acc_single_view"] for t in searched]
+    assert c["difference"] == pytest.approx(statistics.fmean(winner_runs) - best["single_view_mean"])
+    assert c["interval"]["low"] <= c["difference"] <= c["interval"]["high"] and "Welch" in c["interval_method"]
+    text = search("status", "--study", "s.final", "--storage", url, env=env).stdout
+    assert "baselines: hand designs" in text and "narrowed from 4,903,242" in text
+    assert f"over the best baseline ({best['name']})" in text and "95% CI [" in text and "(Welch's t)" in text
+    search("report", "--study", "s", "--storage", url, "--out", str(tmp_path / "report"), env=env)
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "### Baselines" in summary and "95% CI [" in summary and "resnet20-he" in summary
+
+    search("export-best", "--study", "s", "--storage", url, "--final", "--out", str(tmp_path / "final.pt"), env=env)
+    exported = subprocess.run([sys.executable, "-c", f"import torch; print(torch.load({str(tmp_path / 'final.pt')!r}, "
+                               f"weights_only=True)['final'].get('baseline'))"], env=env, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    assert exported == "None"  # the searched winner, never a yardstick

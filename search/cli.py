@@ -265,8 +265,10 @@ def cmd_export_best(args: argparse.Namespace) -> int:
               f"{f['seed']}, {f['training']['epochs']} epochs on {f['training']['train_images']:,} images; "
               f"test_acc {m['test_acc']:.4f}; chosen by {how}")
     if args.evaluate:
-        acc, n = test_accuracy(data, args.data_dir, tta=data["recipe"].get("tta_flip", False))
-        print(f"test accuracy: {acc:.4f} ({n:,} test images)")
+        from search.evaluation import describe_flip, flip_averaging
+        tta, why = flip_averaging(data, args.tta)
+        acc, n = test_accuracy(data, args.data_dir, tta=tta)
+        print(f"test accuracy: {acc:.4f} ({n:,} test images, {describe_flip(tta, why)})")
     return 0
 
 
@@ -413,6 +415,9 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     add_flags(p, WorkerOptions)
 
 
+TTA_HELP = ("average logits over each test image and its mirror, or not (default: as the model's recipe did in "
+            "the search, its tta_flip; the line printed says which)")
+
 EXAMPLES = """examples:
   search run --study demo --space examples/demo-space.json --budget 250000 --epochs 2 \\
              --train-limit 15000 --val-size 1000 --n-trials 4 --timeout 180
@@ -512,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--evaluate", action="store_true", help="also report test-set accuracy (default: off)")
     s.add_argument("--data-dir", help=f"CIFAR-10 folder for --evaluate (default: {DATA_DIR_DEFAULT})")
+    s.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="with --evaluate: " + TTA_HELP)
     from search.export import DEFAULT_FORMAT, EXPORT_FORMATS, format_help  # no heavy imports: see its docstring
     s.add_argument("--format", choices=tuple(EXPORT_FORMATS), default=DEFAULT_FORMAT, help=format_help())
     s.add_argument("--final", action="store_true",
@@ -555,8 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a model file")
     s.add_argument("file", help="a file written by `search export-best`")
     s.add_argument("--data-dir", help=f"CIFAR-10 folder (default: {DATA_DIR_DEFAULT})")
-    s.add_argument("--tta", action="store_true",
-                   help="average logits over each image and its mirror (default: off)")
+    s.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)
     s.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
     s.set_defaults(func=cmd_evaluate)
 

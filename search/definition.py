@@ -94,11 +94,24 @@ def create_study(storage, name: str, definition: StudyDefinition) -> optuna.Stud
     wanted = definition.to_dict()
     if stored is None:
         study.set_user_attr(DEFINITION_ATTR, wanted)
+        name_metric(study, definition)
     elif differences := [d for d in definition_diff(stored, wanted) if not _newer_default(*d)]:
         diff = "; ".join(f"{key}: stored {a}, given {b}" for key, a, b in differences)
         raise ValueError(f"study {name!r} exists with a different definition: {diff}. Run it with the stored "
                          f"settings, or use another --study name")
     return study
+
+
+def metric_name(definition: StudyDefinition) -> str:
+    """What a trial's value is, as optuna-dashboard and Optuna's plots label the objective."""
+    return "test accuracy (final run)" if definition.final is not None else "validation accuracy"
+
+
+def name_metric(study: optuna.Study, definition: StudyDefinition) -> None:
+    import warnings
+    with warnings.catch_warnings():  # set_metric_names is marked experimental; what it stores is plain
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric_name(definition)])
 
 
 def check_study_name(name: str) -> str:

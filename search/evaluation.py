@@ -11,9 +11,22 @@ from objectives.inference import default_device, evaluate, load_classifier
 from .progress import progress
 
 
-def evaluate_file(path: str, data_dir: str | None, tta: bool) -> dict[str, Any]:
+def flip_averaging(info: dict[str, Any], tta: bool | None) -> tuple[bool, str]:
+    """Whether to average each test image with its mirror, and why: as asked, else as the recipe
+    the model was trained with evaluated it (so `evaluate` and `export-best --evaluate` agree)."""
+    if tta is not None:
+        return tta, "as asked"
+    return bool((info.get("recipe") or {}).get("tta_flip", False)), "as its recipe"
+
+
+def describe_flip(on: bool, why: str) -> str:
+    return f"flip averaging {'on' if on else 'off'} ({why})"
+
+
+def evaluate_file(path: str, data_dir: str | None, tta: bool | None) -> dict[str, Any]:
     device = default_device()
     classifier, info = load_classifier(path, device)
+    tta, why = flip_averaging(info, tta)
     test = load_cifar10(data_dir, download_missing=False).test  # a reader: it creates no data folder
     with progress(len(test), "evaluating on the test set") as advance:
         result = evaluate(classifier, test, device, tta=tta, advance=advance)
@@ -21,7 +34,7 @@ def evaluate_file(path: str, data_dir: str | None, tta: bool) -> dict[str, Any]:
     confusion = torch.zeros(n, n, dtype=torch.long)
     confusion.index_put_((test.labels, result.predictions), torch.ones_like(test.labels), accumulate=True)
     per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()
-    return {"file": str(path), "study": info.get("study"), "trial": info.get("trial"), "tta": tta,
+    return {"file": str(path), "study": info.get("study"), "trial": info.get("trial"), "tta": tta, "tta_why": why,
             "images": len(test), "accuracy": result.accuracy, "loss": result.loss,
             "per_class_accuracy": dict(zip(CLASSES, per_class)),
             "classes": list(CLASSES), "confusion_matrix": confusion.tolist()}
@@ -29,8 +42,8 @@ def evaluate_file(path: str, data_dir: str | None, tta: bool) -> dict[str, Any]:
 
 def format_evaluation(r: dict[str, Any]) -> str:
     short = [c[:5] for c in r["classes"]]
-    lines = [f"{r['file']}: test accuracy {r['accuracy']:.4f} on {r['images']:,} images"
-             f"{' (flip TTA)' if r['tta'] else ''}, loss {r['loss']:.4f}", "",
+    lines = [f"{r['file']}: test accuracy {r['accuracy']:.4f} on {r['images']:,} test images, "
+             f"{describe_flip(r['tta'], r['tta_why'])}, loss {r['loss']:.4f}", "",
              "per class: " + ", ".join(f"{c} {a:.3f}" for c, a in r["per_class_accuracy"].items()), "",
              "confusion matrix (rows: true class, columns: predicted)",
              f"{'':>11}" + "".join(f"{s:>7}" for s in short)]

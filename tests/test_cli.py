@@ -199,3 +199,16 @@ def test_a_slot_started_by_hand_says_so_in_one_line(argv, options, code):
                           timeout=60)
     assert proc.returncode == code and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_dashboard_names_the_metric_a_trial_value_is():
+    """optuna-dashboard and Optuna's plots label the objective from the study's metric name."""
+    import dataclasses
+    import optuna
+    from search.definition import StudyDefinition, create_study
+    storage = optuna.storages.InMemoryStorage()
+    search_def = StudyDefinition()
+    assert create_study(storage, "s", search_def).metric_names == ["validation accuracy"]
+    final_def = dataclasses.replace(search_def, final={"source": "s", "full_train": False, "seeds": 1,
+                                                       "source_trials": [0]})
+    assert create_study(storage, "s.final", final_def).metric_names == ["test accuracy (final run)"]

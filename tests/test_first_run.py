@@ -157,7 +157,12 @@ def test_evaluation_progress_is_plain_lines_off_a_terminal_and_a_bar_on_one(firs
     out = tmp_path / "best.pt"
     proc = search("export-best", "--study", "first", "--out", str(out), "--evaluate", env=env)
     assert "evaluating on the test set: 200 img" in proc.stderr  # the small test split, said up front
-    assert proc.stdout.strip().splitlines()[-1].startswith("test accuracy: ")
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("test accuracy: ") and "flip averaging" in last
+    # the same figure as `search evaluate` of the same file: both follow the recipe's flip averaging
+    evaluated = json.loads(search("evaluate", str(out), "--json", env=env).stdout)
+    assert last.startswith(f"test accuracy: {evaluated['accuracy']:.4f} ")
+    assert f"flip averaging {'on' if evaluated['tta'] else 'off'} (as its recipe)" in last
 
     import search.progress as progress_mod
     plain = io.StringIO()

@@ -56,7 +56,25 @@ def test_evaluate_reports_accuracy_per_class_and_confusion(trained, cifar_small,
     assert np.trace(confusion) / 200 == pytest.approx(expected.accuracy)
     assert [round(v, 6) for v in out["per_class_accuracy"].values()] == [round(v, 6) for v in np.diag(confusion) / 20]
     table = search("evaluate", str(trained), "--tta", env=env).stdout
-    assert "confusion matrix" in table and "(flip TTA)" in table and "airplane" in table
+    assert "confusion matrix" in table and "flip averaging on (as asked)" in table and "airplane" in table
+
+
+def test_evaluate_follows_the_recipes_flip_averaging_and_says_so(trained, cifar_small, env, tmp_path):
+    """One accuracy per file: `evaluate` uses the flip averaging the model's recipe used (as
+    `export-best --evaluate` does), `--tta/--no-tta` overrides it, and every line says which."""
+    test = load_cifar10(cifar_small).test
+    classifier, info = load_classifier(trained)
+    flipped = dict(info, recipe=dict(info["recipe"], tta_flip=True))
+    flipped_path = tmp_path / "flipped.pt"
+    torch.save(flipped, flipped_path)
+    for path, recipe_flips in ((trained, False), (flipped_path, True)):
+        out = json.loads(search("evaluate", str(path), "--json", env=env).stdout)
+        assert out["tta"] is recipe_flips and out["tta_why"] == "as its recipe"
+        assert out["accuracy"] == evaluate(classifier, test, tta=recipe_flips).accuracy
+        line = search("evaluate", str(path), env=env).stdout.splitlines()[0]
+        assert f"flip averaging {'on' if recipe_flips else 'off'} (as its recipe)" in line and "test accuracy" in line
+    asked = json.loads(search("evaluate", str(flipped_path), "--no-tta", "--json", env=env).stdout)
+    assert asked["tta"] is False and asked["accuracy"] == evaluate(classifier, test).accuracy
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ def _storage(args: argparse.Namespace, heartbeat: bool = False, existing: bool =
     quiet_optuna()
     if heartbeat:
         return make_storage(args.storage, heartbeat_interval=args.heartbeat, grace_period=args.grace,
-                            wait=args.db_wait)
+                            wait=args.db_wait, existing=existing)
     return make_storage(args.storage, wait=args.db_wait, existing=existing)
 
 
@@ -138,7 +138,8 @@ def _worker_options(args: argparse.Namespace) -> WorkerOptions:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     opts = _worker_options(args)
-    return _work(args, opts, _storage(args, heartbeat=True))
+    # a worker joins a study that exists: a mistyped path or URL creates no database
+    return _work(args, opts, _storage(args, heartbeat=True, existing=True))
 
 
 def _work(args: argparse.Namespace, opts: WorkerOptions, storage) -> int:

@@ -180,7 +180,9 @@ def typo_db(ws: Path) -> str:
 # Commands that only read a study (enqueue adds a trial, but to a study that must exist).
 READERS = [("status", "status --study base"), ("pareto", "pareto --study base"),
            ("report", "report --study base --out rep"), ("export-best", "export-best --study base --out best.pt"),
-           ("dashboard", "dashboard --study base"), ("enqueue", "enqueue --study base --preset resnet20-he")]
+           ("dashboard", "dashboard --study base"), ("enqueue", "enqueue --study base --preset resnet20-he"),
+           # not readers, but they join a study that must exist: a typo creates nothing either
+           ("worker", "worker --study base --gpus none"), ("finalize", "finalize --study base")]
 C = "create --study new --budget 30000 --space {}"   # a create that only the space can spoil
 W = "worker --study base --gpus none"                 # a worker that only its flags can spoil
 

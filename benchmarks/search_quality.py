@@ -40,7 +40,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from search.baselines import compare  # noqa: E402
-from search.finalize import final_results  # noqa: E402
+from search.finalize import select_winner, final_results  # noqa: E402
 from search.trials import ARCHITECTURE_ATTR, RECIPE_ATTR, counts_as_trained, is_infeasible  # noqa: E402
 
 REBUILD = REPO.parent / "shared" / "tools" / "cifar10_batches.py"
@@ -157,8 +157,7 @@ def arm_summary(arm: str, storage: str, searched: dict[str, Any], baselines: lis
     trials = study.get_trials(deepcopy=False)
     results = final_results(optuna.load_study(study_name=f"{arm}.final", storage=storage))
     configs = results["configurations"]
-    winner = next((c for c in configs if c["source_trial"] == results["winner"]), None)
-    winner_row = dict(winner, selected_by="mean final validation accuracy") if winner else None
+    winner = select_winner(configs, results["full_train"])  # as status and export-best --final choose
     by_number = {t.number: t for t in trials}
     states = {s.name.lower(): sum(t.state == s and not is_infeasible(t) for t in trials)
               for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
@@ -171,7 +170,7 @@ def arm_summary(arm: str, storage: str, searched: dict[str, Any], baselines: lis
         "winner_trial": results["winner"],
         "winner_test_acc_mean": winner and winner["single_view_mean"],
         "winner_test_acc_std": winner and _std(winner["single_view_accs"]),
-        "vs_best_baseline": compare(winner_row, baselines),
+        "vs_best_baseline": compare(winner, baselines),
         "rank_correlation_search_vs_final": results["rank_correlation"],
     }
 
@@ -246,8 +245,9 @@ def main() -> int:
         gain = (f"{c['difference'] * 100:+.2f} points vs {c['best_baseline']}" +
                 (f", 95% CI [{c['interval']['low'] * 100:+.2f}, {c['interval']['high'] * 100:+.2f}]"
                  if c and c["interval"] else "")) if c else "no comparison"
-        print(f"{arm:>8}: {r['trials_trained']} trials in {r['search_seconds']:.0f} s; winner test acc "
-              f"{r['winner_test_acc_mean']:.4f} ± {r['winner_test_acc_std']:.4f}; {gain}")
+        acc = (f"{r['winner_test_acc_mean']:.4f} ± {r['winner_test_acc_std']:.4f}"
+               if r["winner_test_acc_mean"] is not None else "none finished")
+        print(f"{arm:>8}: {r['trials_trained']} trials in {r['search_seconds']:.0f} s; winner test acc {acc}; {gain}")
     print(f"wrote {out_file} ({result['total_seconds'] / 60:.1f} min)")
     return 0
 

@@ -35,9 +35,11 @@ def fit_to_budget(arch: ArchConfig, widths: tuple[int, ...], budget: int, max_ma
     scale = 1.0
     while True:
         scale *= SHRINK_STEP
-        stages = tuple(dataclasses.replace(s, channels=_round_down(s.channels * scale, ordered)) for s in arch.stages)
+        # never wider than drawn: a preset's width below the list's narrowest stays as it is
+        stages = tuple(dataclasses.replace(s, channels=min(s.channels, _round_down(s.channels * scale, ordered)))
+                       for s in arch.stages)
         candidate = dataclasses.replace(arch, stages=stages)
-        if fits(candidate) or all(s.channels == ordered[0] for s in stages):
+        if fits(candidate) or all(s.channels <= ordered[0] for s in stages):
             return candidate
 
 

@@ -38,4 +38,5 @@ if [ -n "$extra" ] && [ ! -x .tools/checkov/bin/checkov ]; then
   echo "bootstrap: --test adds checkov in .tools/checkov (about 0.3 GB)"
   python3 -m venv .tools/checkov
   .tools/checkov/bin/python -m pip install -q --disable-pip-version-check "checkov>=3.2,<4" 2>&1 | grep -v '^WARNING: Location' || true
+  .tools/checkov/bin/checkov --version >/dev/null  # fail here if the install broke, not in a test
 fi

@@ -211,6 +211,10 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     n = count_params(arch)
     if n > definition.budget:
         raise ValueError(f"preset {args.preset} is over this study's budget: {n:,} > {definition.budget:,}")
+    from objectives import count_macs
+    if definition.max_macs is not None and count_macs(arch) > definition.max_macs:
+        raise ValueError(f"preset {args.preset} is over this study's compute budget: {count_macs(arch):,} MACs > "
+                         f"--max-macs {definition.max_macs:,}")
     try:
         params = arch_to_params(arch, definition.space.arch)
     except ValueError as e:
@@ -282,8 +286,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from search.predict import predict_to_csv
-    n = predict_to_csv(args.file, args.input, args.out, tta=args.tta, force=args.force)
-    print(f"wrote {n:,} predictions to {args.out}")
+    from search.evaluation import describe_flip
+    n, tta, why = predict_to_csv(args.file, args.input, args.out, tta=args.tta, force=args.force)
+    print(f"wrote {n:,} predictions to {args.out} ({describe_flip(tta, why)})")
     return 0
 
 
@@ -577,8 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", required=True, help="pickle file or image folder")
     s.add_argument("--out", required=True, help="CSV to write, in a folder that exists")
     s.add_argument("--force", action="store_true", help="replace --out if it exists (default: refuse)")
-    s.add_argument("--tta", action="store_true",
-                   help="average logits over each image and its mirror (default: off)")
+    s.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=TTA_HELP)
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("dashboard", help="serve optuna-dashboard for a study, checkpoints downloadable, on this machine")

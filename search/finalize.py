@@ -101,7 +101,8 @@ def finalize(storage, source: str, top: int = FINALIZE_TOP, epochs: int | None =
     planned = hand.plan(baselines or [], definition.space.arch.channels, definition.budget, definition.max_macs)
     trainable = [b for b in planned if b.arch is not None]
     if baselines and not trainable:
-        raise ValueError(f"no baseline fits the budget of {definition.budget:,} parameters, even narrowed")
+        macs = f" and {definition.max_macs:,} MACs" if definition.max_macs else ""
+        raise ValueError(f"no baseline fits the budget of {definition.budget:,} parameters{macs}, even narrowed")
     space = definition.space
     space = dataclasses.replace(space, recipe=dataclasses.replace(space.recipe, epochs=(final_epochs, final_epochs)))
     final_def = dataclasses.replace(
@@ -208,8 +209,8 @@ class FinalObjective(Objective):
 # ---- results ------------------------------------------------------------------------------
 
 def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman's rank correlation with average ranks for ties (written here rather than
-    adding scipy for one formula); None when undefined (fewer than 2 points, or a constant)."""
+    """Spearman's rank correlation with average ranks for ties; None when undefined (fewer than
+    2 points, or a constant), where scipy.stats.spearmanr would warn and answer nan."""
     if len(x) < 2:
         return None
 
@@ -244,14 +245,15 @@ def _row(runs: list[FrozenTrial]) -> dict[str, Any]:
     """One configuration's final runs, summarised (searched and baseline rows alike)."""
     origin = runs[0].user_attrs[FINAL_ATTR]
     tests = [r.user_attrs[TEST_ACC_ATTR] for r in runs]
-    # runs recorded before the single-view figure existed used single view unless their recipe flipped
+    # runs recorded before the single-view figure existed: their test accuracy, which is single view
+    # unless the recipe flipped (then the comparison is on that figure, flipped; only older studies)
     singles = [r.user_attrs.get(SINGLE_VIEW_TEST_ACC_ATTR, r.user_attrs[TEST_ACC_ATTR]) for r in runs]
     vals = [r.user_attrs[VAL_ACC_ATTR] for r in runs if r.user_attrs.get(VAL_ACC_ATTR) is not None]
     recipe = runs[0].user_attrs[FIXED_RECIPE_ATTR]
     return {
         "source_trial": origin["source_trial"], "search_rank": origin["search_rank"],
         "search_val_acc": origin["search_val_acc"], "published_recipe": origin.get("published_recipe"),
-        "params": runs[0].user_attrs.get(PARAMS_ATTR), "epochs": recipe["epochs"], "tta_flip": recipe["tta_flip"],
+        "params": runs[0].user_attrs.get(PARAMS_ATTR), "epochs": recipe["epochs"], "tta_flip": recipe.get("tta_flip", False),
         "seeds_done": len(runs),
         "test_acc_mean": statistics.fmean(tests), "test_acc_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
         "single_view_accs": singles, "single_view_mean": statistics.fmean(singles),
@@ -278,7 +280,7 @@ def final_results(study: optuna.Study, definition: StudyDefinition | None = None
         c["final_rank"] = i
     pending = sum(t.user_attrs.get(TEST_ACC_ATTR) is None  # a RUNNING run with a test accuracy is done
                   for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
-    winner = _winner(configs, spec["full_train"])
+    winner = select_winner(configs, spec["full_train"])
     planned_baselines = spec.get("baselines", [])
     return {"source": spec["source"], "full_train": spec["full_train"], "seeds": spec["seeds"],
             "configurations": sorted(configs, key=lambda c: c["search_rank"]),
@@ -292,7 +294,7 @@ def final_results(study: optuna.Study, definition: StudyDefinition | None = None
             "runs_pending": pending}
 
 
-def _winner(configs: list[dict[str, Any]], full_train: bool) -> dict[str, Any] | None:
+def select_winner(configs: list[dict[str, Any]], full_train: bool) -> dict[str, Any] | None:
     """The searched configuration a user would hand in, chosen as `best_final` chooses: by mean
     final validation accuracy, or by the search's ranking when there was no validation split."""
     if not configs:

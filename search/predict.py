@@ -99,18 +99,22 @@ def read_inputs(path: str) -> tuple[list[str], torch.Tensor]:
     return ids, images
 
 
-def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool = False, force: bool = False) -> int:
+def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool | None = None, force: bool = False
+                   ) -> tuple[int, bool, str]:
+    """Predictions written to `out`: (how many, flip averaging used, why: asked or the recipe's)."""
     from .options import output_file
     # Refuse an output that cannot be written before predicting, not after (one line, nothing lost):
     # its folder must exist, and an existing file is replaced only with `force`.
     output_file(out, force, "CSV")
     ids, images = read_inputs(input_path)
     device = default_device()
-    classifier, _ = load_classifier(model_path, device)
+    classifier, info = load_classifier(model_path, device)
+    from .evaluation import flip_averaging
+    tta, why = flip_averaging(info, tta)  # the predictions of the accuracy `evaluate` reports
     with progress(len(ids), "predicting") as advance:
         predictions = predict(classifier, images, device, tta=tta, advance=advance)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["ID", "Labels"])
         w.writerows(zip(ids, predictions.tolist()))
-    return len(ids)
+    return len(ids), tta, why

@@ -58,7 +58,7 @@ def _failure(t: FrozenTrial, trials: list[FrozenTrial]) -> str:
     reason = t.user_attrs.get(FAIL_REASON_ATTR) or "worker lost (heartbeat stale)"
     if not needs_retry(t):
         return reason  # NaN, OOM: over, nobody retries it
-    reason = reason.removesuffix("; re-queued")
+    reason = reason.split("; re-queued")[0]  # said once, below, with the retry that exists
     retry = retry_of(trials, t.number)
     if retry is not None:
         return f"{reason}; re-queued as trial {retry.number}"

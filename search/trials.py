@@ -118,9 +118,13 @@ def best_feasible(study: optuna.Study, max_params: int | None = None, max_macs: 
     if max_params is not None or max_macs is not None:
         return best_of(feasible_trials(study), max_params, max_macs)
     try:
-        return study.best_trial
+        best = study.best_trial
     except ValueError:  # no complete trial, or none within the budget
         return None
+    if (best.user_attrs.get(FINAL_ATTR) or {}).get("baseline"):  # a yardstick of `finalize --baselines`
+        return best_of([t for t in feasible_trials(study)
+                        if not (t.user_attrs.get(FINAL_ATTR) or {}).get("baseline")], None, None)
+    return best
 
 
 def best_of(trials: list[FrozenTrial], max_params: int | None = None, max_macs: int | None = None

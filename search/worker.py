@@ -32,7 +32,7 @@ from .options import to_json
 from .progress import EpochPrinter, describe_config
 from .requeue import MAX_STALE_RETRIES, needs_retry, requeue, requeue_orphans
 from .settings import WORKER_OPTIONS_ENV, WorkerOptions
-from .trials import (FAIL_REASON_ATTR, PARAMS_ATTR, REQUEUED_ATTR, SECONDS_ATTR, TEST_ACC_ATTR, VAL_ACC_ATTR, counts_as_trained,
+from .trials import (FAIL_REASON_ATTR, MACS_ATTR, PARAMS_ATTR, REQUEUED_ATTR, SECONDS_ATTR, TEST_ACC_ATTR, VAL_ACC_ATTR, counts_as_trained,
                      is_infeasible, trained_trials)
 
 
@@ -139,7 +139,7 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
                               compile=opts.compile, on_epoch=progress)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     watch_stale_trials(study, opts.heartbeat, stop, opts.grace)
-    hopeless = HopelessWatch(definition.budget)
+    hopeless = HopelessWatch(definition.budget, definition.max_macs)
 
     def target_reached() -> bool:
         return opts.n_trials is not None and db.call(trained_trials, study) >= opts.n_trials
@@ -223,8 +223,8 @@ class HopelessWatch:
     smaller models within a few dozen samples when any fit, so a long streak in a study
     without one feasible trial means the budget is hopeless for this space."""
 
-    def __init__(self, budget: int):
-        self.budget, self.streak, self.message = budget, 0, ""
+    def __init__(self, budget: int, max_macs: int | None = None):
+        self.budget, self.max_macs, self.streak, self.message = budget, max_macs, 0, ""
 
     def after(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, db: DatabaseRetry) -> bool:
         if not is_infeasible(trial):
@@ -237,9 +237,12 @@ class HopelessWatch:
         if any(not is_infeasible(t) for t in done):
             self.streak = 0
             return False
-        smallest = min(t.user_attrs.get(PARAMS_ATTR, 0) for t in done if is_infeasible(t))
-        self.message = (f"study {study.study_name!r}: {self.streak} samples in a row over the budget of "
-                        f"{self.budget:,} parameters and none within it (smallest sampled: {smallest:,}); "
+        over = [t for t in done if is_infeasible(t)]
+        smallest = min(t.user_attrs.get(PARAMS_ATTR, 0) for t in over)
+        limits = f"{self.budget:,} parameters" + (f" or {self.max_macs:,} MACs" if self.max_macs else "")
+        self.message = (f"study {study.study_name!r}: {self.streak} samples in a row over the budget of {limits} and "
+                        f"none within it (smallest sampled: {smallest:,} parameters, "
+                        f"{min(t.user_attrs.get(MACS_ATTR, 0) for t in over):,} MACs); "
                         f"stopping: raise the budget or narrow the space")
         return True
 

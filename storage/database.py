@@ -97,7 +97,7 @@ def check_initialised(url: str) -> None:
 
 
 def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 max_retry: int = 3, wait: float = WORKER_DB_WAIT, existing: bool = False) -> RDBStorage:
+                 max_retry: int | None = None, wait: float = WORKER_DB_WAIT, existing: bool = False) -> RDBStorage:
     """An RDBStorage for `url`. With a heartbeat, trials of workers that stop beating
     for `grace_period` seconds are failed and re-queued (up to `max_retry` times, once each
     however many workers notice), keeping the intermediate values their checkpoint covers so
@@ -109,11 +109,12 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     if existing:
         check_initialised(url)
     kwargs: dict[str, Any] = {}
-    from search.requeue import RequeueOnce
+    from search.requeue import MAX_STALE_RETRIES, RequeueOnce
     if heartbeat_interval:
         kwargs = dict(heartbeat_interval=heartbeat_interval,
                       grace_period=grace_period or GRACE_HEARTBEATS * heartbeat_interval,
-                      heartbeat_stale_trial_callback=RequeueOnce(max_retry=max_retry))
+                      heartbeat_stale_trial_callback=RequeueOnce(max_retry=MAX_STALE_RETRIES if max_retry is None
+                                                                               else max_retry))
     try:
         from .heartbeat import RDBStorageWithSteadyHeartbeat
         # Optuna's own schema check holds a transaction open on one connection while it reads

@@ -10,7 +10,7 @@ from objectives import count_params, get_preset
 from objectives.published import BASELINE_RECIPES
 from objectives.space import ArchSpace
 from search.baselines import compare, parse_names, plan, welch_interval
-from search.finalize import _winner
+from search.finalize import select_winner
 
 
 def test_names_are_all_or_presets_with_a_published_recipe():
@@ -58,9 +58,9 @@ def row(trial, val, singles, rank=1, tests=None):
 def test_the_winner_is_chosen_by_validation_and_the_best_baseline_by_test():
     by_val = row(3, 0.70, [0.60, 0.61], rank=2)
     by_test = row(5, 0.65, [0.66, 0.67], rank=1)  # better on test, worse on validation: not the winner
-    winner = _winner([by_val, by_test], full_train=False)
+    winner = select_winner([by_val, by_test], full_train=False)
     assert winner["source_trial"] == 3 and "validation" in winner["selected_by"]
-    assert _winner([by_val, by_test], full_train=True)["source_trial"] == 5  # no validation: the search's rank
+    assert select_winner([by_val, by_test], full_train=True)["source_trial"] == 5  # no validation: the search's rank
     baselines = [dict(row(None, 0.5, [0.50, 0.52]), name="a"), dict(row(None, 0.9, [0.55, 0.57]), name="b")]
     c = compare(winner, baselines)
     assert c["best_baseline"] == "b" and c["difference"] == pytest.approx(0.605 - 0.56)
@@ -71,5 +71,5 @@ def test_the_winner_is_chosen_by_validation_and_the_best_baseline_by_test():
 def test_the_comparison_is_on_single_view_accuracy_whatever_the_recipe_evaluates():
     flipped = row(1, 0.7, [0.60, 0.62], tests=[0.65, 0.67])  # flip averaging lifted its test accuracy
     baseline = dict(row(None, 0.6, [0.58, 0.60]), name="resnet20-he")
-    c = compare(_winner([flipped], False), [baseline])
+    c = compare(select_winner([flipped], False), [baseline])
     assert c["difference"] == pytest.approx(0.61 - 0.59) and "single view" in c["metric"]

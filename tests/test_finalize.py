@@ -277,7 +277,7 @@ def test_finalize_with_baselines_trains_hand_designs_alike_and_reports_the_gain_
     assert sorted(t.user_attrs[FINAL_ATTR]["baseline"] for t in hand) == ["resnet20-he"] * 2 + ["resnet9-kuangliu"] * 2
     # the same final schedule, seeds and data for every run
     assert {t.user_attrs[FIXED_RECIPE_ATTR]["epochs"] for t in done} == {2}
-    assert sorted(t.user_attrs[SEED_ATTR] for t in hand) == sorted(t.user_attrs[SEED_ATTR] for t in searched) * 2
+    assert sorted(t.user_attrs[SEED_ATTR] for t in hand) == sorted([t.user_attrs[SEED_ATTR] for t in searched] * 2)
     assert all(sorted(t.intermediate_values) == [1, 2] for t in done)
     he = next(t for t in hand if t.user_attrs[FINAL_ATTR]["baseline"] == "resnet20-he")
     assert he.user_attrs[FIXED_RECIPE_ATTR]["schedule"] == "multistep" and he.user_attrs[FIXED_RECIPE_ATTR]["lr"] == 0.1

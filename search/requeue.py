@@ -94,7 +94,7 @@ def requeue(study: optuna.Study, failed: FrozenTrial, max_retry: int | None = No
         study.add_trial(optuna.create_trial(
             state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
             user_attrs=failed.user_attrs,
-            system_attrs={"failed_trial": failed.number, **failed.system_attrs, "retry_history": history},
+            system_attrs={**failed.system_attrs, "failed_trial": failed.number, "retry_history": history},
             intermediate_values={step: v for step, v in failed.intermediate_values.items() if step <= upto}))
         return retry_of(all_trials(study), failed.number)
 

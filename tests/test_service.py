@@ -157,7 +157,7 @@ def test_worker_survives_a_database_restart(postgres, env, tmp_path):
     (["status", "--study", "x", "--storage", "foo://bar"], "bad storage URL"),
     (["status", "--study", "x", "--storage", "postgresql+psycopg2://u:secret@127.0.0.1:1/db", "--db-wait", "1"],
      "did not accept connections within 1 s"),
-    (["worker", "--study", "nope", "--gpus", "none"], "no study named 'nope'"),
+    (["worker", "--study", "nope", "--gpus", "none"], "no such database file"),
 ])
 def test_clear_errors(env, tmp_path, args, message):
     env = dict(env, SEARCH_STORAGE=f"sqlite:///{tmp_path / 'search.db'}")

@@ -121,6 +121,7 @@ def test_schedule_curves_match_their_definition(mini, schedule):
         "cosine": {0: 0.1, 5: 0.6, 10: 1.0, 25: 0.5, 39: 0.5 * (1 + math.cos(29 / 30 * math.pi))},
         "step": {0: 1.0, 5: 1.0, 10: 1.0, 25: 0.25, 39: 0.125},
         "constant": {0: 1.0, 5: 1.0, 10: 1.0, 25: 1.0, 39: 1.0},
+        "multistep": {0: 1.0, 5: 1.0, 10: 1.0, 25: 0.5, 39: 0.25},  # x0.5 at epochs 5 and 8 (50%, 75%)
     }[schedule]
     assert at == pytest.approx(expected)
     assert lr_factor(recipe, spe, 12) == pytest.approx(lrs[12] / 0.4)

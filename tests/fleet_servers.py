@@ -25,9 +25,30 @@ class S3Server:
                     "AWS_DEFAULT_REGION": "us-east-1"}
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "S3Server":
+    def start(self, *buckets: str) -> "S3Server":
+        """Start the server; `buckets` are created the moment it answers (a worker retrying
+        meanwhile would otherwise meet an empty server: moto keeps nothing across restarts)."""
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if buckets:
+            import boto3
+            import botocore.config
+            import botocore.exceptions
+            # no retries of botocore's own: its back-off would leave the server empty for a second
+            client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
+                                  aws_secret_access_key="test", region_name="us-east-1",
+                                  config=botocore.config.Config(retries={"total_max_attempts": 1}))
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.create_bucket(Bucket=buckets[0])
+                    break
+                except botocore.exceptions.EndpointConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+            for b in buckets[1:]:
+                client.create_bucket(Bucket=b)
 
         def up() -> bool:
             try:

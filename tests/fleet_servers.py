@@ -31,13 +31,10 @@ class S3Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if buckets:
-            import boto3
             import botocore.config
             import botocore.exceptions
             # no retries of botocore's own: its back-off would leave the server empty for a second
-            client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
-                                  aws_secret_access_key="test", region_name="us-east-1",
-                                  config=botocore.config.Config(retries={"total_max_attempts": 1}))
+            client = self.client(botocore.config.Config(retries={"total_max_attempts": 1}))
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -58,10 +55,10 @@ class S3Server:
         wait_until(up, 60, "the S3 server")
         return self
 
-    def client(self):
+    def client(self, config=None):
         import boto3
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="test",
-                            aws_secret_access_key="test", region_name="us-east-1")
+                            aws_secret_access_key="test", region_name="us-east-1", config=config)
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from search.options import add_flags, int_in, positive_int, seconds
-from search.settings import (ARTIFACTS_HELP, CIFAR10_TRAIN_IMAGES, DASHBOARD_PORT, DATA_DIR_DEFAULT, DEFAULT_BUDGET,
+from core.options import add_flags, int_in, positive_int, seconds
+from core.settings import (ARTIFACTS_HELP, CIFAR10_TRAIN_IMAGES, DASHBOARD_PORT, DATA_DIR_DEFAULT, DEFAULT_BUDGET,
                              DEFAULT_SEED, DEFAULT_VAL_SIZE, EXIT_TRANSIENT, EXIT_USER_ERROR, FINALIZE_SEEDS, FINALIZE_TOP, INTERACTIVE_DB_WAIT,
                              MAX_DB_WAIT, STORAGE_DEFAULT, WAITING_COMMANDS, WORKER_DB_WAIT, WorkerOptions, debug,
                              resolve)
@@ -153,7 +153,7 @@ def _work(args: argparse.Namespace, opts: WorkerOptions, storage) -> int:
     from search.worker import check_workable
     # unknown study, hopeless study, missing data: fail here, once, not in every child
     # Start-up reads go through the workers' retry too: a dropped connection is not fatal.
-    from search.dbretry import DatabaseRetry
+    from storage.retry import DatabaseRetry
     db = DatabaseRetry(opts.db_wait, args.study)
     study, definition = db.call(load_study, storage, args.study)
     check_workable(definition)
@@ -219,7 +219,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         params = arch_to_params(arch, definition.space.arch)
     except ValueError as e:
         raise ValueError(f"preset {args.preset} cannot be expressed in this study's space: {e}") from None
-    from search.trials import FIXED_RECIPE_ATTR, OUTSIDE_SPACE_ATTR, PRESET_ATTR, PUBLISHED_ATTR
+    from core.trials import FIXED_RECIPE_ATTR, OUTSIDE_SPACE_ATTR, PRESET_ATTR, PUBLISHED_ATTR
     attrs = {PRESET_ATTR: args.preset}
     if args.with_recipe:
         from objectives.published import get_published_recipe
@@ -254,7 +254,7 @@ def cmd_export_best(args: argparse.Namespace) -> int:
     else:
         study, _ = load_study(storage, args.study)
         if args.max_params or args.max_macs:
-            from search.trials import best_feasible
+            from core.trials import best_feasible
             chosen = best_feasible(study, args.max_params, args.max_macs)
             if chosen is None:
                 limits = " and ".join(f"{v:,} {k}" for k, v in (("params", args.max_params), ("MACs", args.max_macs)) if v)
@@ -293,13 +293,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from search.options import output_folder
+    from core.options import output_folder
     output_folder(args.out, args.force, "summary.md", "report")  # a mistyped parent folder is an error
     storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from search.definition import load_study
     from search.report import write_report
     study, definition = load_study(storage, args.study)
-    from search.trials import best_feasible
+    from core.trials import best_feasible
     from storage.artifacts import model_note
     files = write_report(study, definition, args.out, model_note(study, best_feasible(study), args.artifacts))
     from search.finalize import companion, write_final_section

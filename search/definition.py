@@ -16,7 +16,7 @@ import optuna
 from objectives.checks import number
 from objectives.space import SearchSpace
 
-from .settings import CIFAR10_TRAIN_IMAGES, DEFAULT_BUDGET, DEFAULT_SEED, DEFAULT_VAL_SIZE
+from core.settings import CIFAR10_TRAIN_IMAGES, DEFAULT_BUDGET, DEFAULT_SEED, DEFAULT_VAL_SIZE
 from .strategies import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, check_name
 
 DEFINITION_ATTR = "definition"

@@ -33,8 +33,8 @@ from objectives.inference import Classifier, evaluate
 from . import baselines as hand
 from .definition import DEFINITION_ATTR, StudyDefinition, StudyNotFound, create_study, load_study
 from .objective import Objective
-from .settings import FINALIZE_SEEDS, FINALIZE_TOP
-from .trials import (ARCHITECTURE_ATTR, FINAL_ATTR, FIXED_ARCH_ATTR, FIXED_RECIPE_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR,
+from core.settings import FINALIZE_SEEDS, FINALIZE_TOP
+from core.trials import (ARCHITECTURE_ATTR, FINAL_ATTR, FIXED_ARCH_ATTR, FIXED_RECIPE_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR,
                      PUBLISHED_ATTR, RECIPE_ATTR, SEED_ATTR, SINGLE_VIEW_TEST_ACC_ATTR, TEST_ACC_ATTR, UNUSED_ATTR,
                      VAL_ACC_ATTR, feasible_trials)
 

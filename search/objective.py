@@ -26,9 +26,9 @@ from objectives.train import Trainer
 from storage.artifacts import download_torch, remove_artifact, upload_torch
 from storage.errors import StoreUnavailable
 
-from .dbretry import StoppedWaiting
+from storage.retry import StoppedWaiting
 from .definition import StudyDefinition
-from .trials import (ARCHITECTURE_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, MACS_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
+from core.trials import (ARCHITECTURE_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, MACS_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
                      FIXED_ARCH_ATTR, FIXED_RECIPE_ATTR, IMAGES_PER_SECOND_ATTR, INFEASIBLE_ATTR, MACS_ATTR, MODEL_ARTIFACT_ATTR,
                      PARAMS_ATTR, RECIPE_ATTR, REQUEUED_ATTR, RESUME_CHECKPOINT_ATTR, RESUME_ERROR_ATTR,
                      RESUMED_FROM_EPOCH_ATTR, SECONDS_ATTR, SEED_ATTR, WORKER_ATTR)
@@ -40,7 +40,7 @@ class TrialFailed(RuntimeError):
 
 class StartOver(TrialFailed):
     """A retry could not resume and holds its predecessor's curve: failed at once and re-queued
-    (search/requeue.py gives the new copy no curve); the worker goes on."""
+    (storage/requeue.py gives the new copy no curve); the worker goes on."""
 
 
 class WorkerStopping(RuntimeError):

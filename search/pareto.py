@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from .trials import MACS_ATTR, PARAMS_ATTR, PRESET_ATTR, feasible_trials
+from core.trials import MACS_ATTR, PARAMS_ATTR, PRESET_ATTR, feasible_trials
 
 SIZES = {PARAMS_ATTR: "trainable parameters", MACS_ATTR: "MACs per image"}
 

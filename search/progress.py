@@ -67,7 +67,7 @@ def progress(total: int, desc: str, unit: str = "img", out: TextIO | None = None
 
 def describe_config(user_attrs: dict[str, Any]) -> str:
     """What the sampler chose, short: `adamw lr 0.002, batch 128; 4 basic stages, widths 16-96`."""
-    from .trials import ARCHITECTURE_ATTR, RECIPE_ATTR  # imports optuna: evaluate/predict never need it
+    from core.trials import ARCHITECTURE_ATTR, RECIPE_ATTR  # imports optuna: evaluate/predict never need it
     recipe, arch = user_attrs.get(RECIPE_ATTR) or {}, user_attrs.get(ARCHITECTURE_ATTR) or {}
     if not recipe or not arch:
         return ""

@@ -25,7 +25,7 @@ from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 from .definition import StudyDefinition  # noqa: E402
 from .status import summarize  # noqa: E402
-from .trials import PARAMS_ATTR, STATE_NAMES, counts_as_trained, feasible_trials, is_infeasible  # noqa: E402
+from core.trials import PARAMS_ATTR, STATE_NAMES, counts_as_trained, feasible_trials, is_infeasible  # noqa: E402
 
 SIZE, DPI = (8, 4.5), 110
 
@@ -230,7 +230,7 @@ def write_summary(study, definition: StudyDefinition, path: Path, model_note: st
 def write_report(study: optuna.Study, definition: StudyDefinition, out: str | Path,
                  model_note: str | None = None) -> list[Path]:
     out = Path(out)
-    out.mkdir(exist_ok=True)  # in a folder that exists (search.options.output_folder checks it first)
+    out.mkdir(exist_ok=True)  # in a folder that exists (core.options.output_folder checks it first)
     files = [out / "history.png", out / "accuracy_vs_params.png", out / "learning_curves.png",
              out / "importances.png", out / "summary.md"]
     plot_history(study, files[0])

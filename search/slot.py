@@ -7,8 +7,8 @@ import os
 import sys
 
 from .cli import run_guarded
-from .options import from_json
-from .settings import WORKER_OPTIONS_ENV, WorkerOptions
+from core.options import from_json
+from core.settings import WORKER_OPTIONS_ENV, WorkerOptions
 
 
 DEVICES = ("cpu", "cuda")  # what run_worker passes: the slot's GPU is its CUDA_VISIBLE_DEVICES

@@ -8,8 +8,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .eta import _now, progress_to_target, target_reached_message, time_by_state
 from .progress import format_duration
-from .requeue import MAX_STALE_RETRIES, needs_retry, retry_history, retry_of
-from .trials import (ARCHITECTURE_ATTR, FAIL_REASON_ATTR, REQUEUED_ATTR, INFEASIBLE_STATE, MACS_ATTR, MODEL_ARTIFACT_ATTR,
+from storage.requeue import MAX_STALE_RETRIES, needs_retry, retry_history, retry_of
+from core.trials import (ARCHITECTURE_ATTR, FAIL_REASON_ATTR, REQUEUED_ATTR, INFEASIBLE_STATE, MACS_ATTR, MODEL_ARTIFACT_ATTR,
                      PARAMS_ATTR, RECIPE_ATTR, STATE_NAMES, best_feasible, counts_as_trained, state_name)
 
 

@@ -25,14 +25,14 @@ from storage.artifacts import RetryingStore, open_artifact_store
 from storage.database import make_storage, quiet_optuna
 from storage.errors import StoreUnavailable, transient_database_error
 
-from .dbretry import DatabaseRetry, StoppedWaiting, StoreRetry
+from storage.retry import DatabaseRetry, StoppedWaiting, StoreRetry
 from .definition import load_study
 from .objective import Objective, TrialFailed, WorkerStopping
-from .options import to_json
+from core.options import to_json
 from .progress import EpochPrinter, describe_config
-from .requeue import MAX_STALE_RETRIES, needs_retry, requeue, requeue_orphans
-from .settings import WORKER_OPTIONS_ENV, WorkerOptions
-from .trials import (FAIL_REASON_ATTR, MACS_ATTR, PARAMS_ATTR, REQUEUED_ATTR, SECONDS_ATTR, TEST_ACC_ATTR, VAL_ACC_ATTR, counts_as_trained,
+from storage.requeue import MAX_STALE_RETRIES, needs_retry, requeue, requeue_orphans
+from core.settings import WORKER_OPTIONS_ENV, WorkerOptions
+from core.trials import (FAIL_REASON_ATTR, MACS_ATTR, PARAMS_ATTR, REQUEUED_ATTR, SECONDS_ATTR, TEST_ACC_ATTR, VAL_ACC_ATTR, counts_as_trained,
                      is_infeasible, trained_trials)
 
 
@@ -82,7 +82,7 @@ def watch_stale_trials(study: optuna.Study, every: float, stop: "StopFlag", grac
     """Fail (and so re-queue) trials whose worker died, every `every` seconds. Optuna checks
     only when a trial starts, which leaves a dead peer's trial RUNNING for as long as this
     worker's current trial lasts; the storage makes sure only one worker fails it, and
-    search/requeue.py that it is re-queued once. Each round also re-queues a recent FAIL whose
+    storage/requeue.py that it is re-queued once. Each round also re-queues a recent FAIL whose
     re-queue was cut off (the database went away between the two, or its worker died)."""
     def loop() -> None:
         while not stop():
@@ -249,7 +249,7 @@ class HopelessWatch:
 
 def _requeue(study: optuna.Study, storage, trial_id: int) -> int:
     failed = storage.get_trial(trial_id)
-    requeue(study, failed)  # once, however often this is retried (search/requeue.py)
+    requeue(study, failed)  # once, however often this is retried (storage/requeue.py)
     return failed.number
 
 

@@ -19,8 +19,8 @@ from typing import Any, BinaryIO
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
-from search.settings import ARTIFACTS_ENV, artifacts_location
-from search.trials import MODEL_ARTIFACT_ATTR
+from core.settings import ARTIFACTS_ENV, artifacts_location
+from core.trials import MODEL_ARTIFACT_ATTR
 
 from .errors import StoreUnavailable
 
@@ -112,7 +112,7 @@ class AtomicFileSystemStore(FileSystemArtifactStore):
 
 class RetryingStore:
     """An artifact store whose every read, write and delete waits out store faults (an S3
-    endpoint down or busy, a full disk) through `retry` (search.dbretry.StoreRetry): with back-off,
+    endpoint down or busy, a full disk) through `retry` (storage.retry.StoreRetry): with back-off,
     for up to `--store-wait`, then StoreUnavailable. Optuna's stores and upload/download helpers
     do not retry; they run unchanged on top of this one. `context` ("trial 3") names what the
     calls are for in the retry's messages."""
@@ -216,7 +216,7 @@ def remove_artifact(store, storage: optuna.storages.BaseStorage, trial_id: int, 
     """Delete a superseded artifact the way optuna-dashboard does: the file, then (with
     `forget`, for a trial still running) its metadata set to null so the dashboard stops
     listing it. A finished trial's record cannot change: only its file goes."""
-    from search.dbretry import StoppedWaiting
+    from .retry import StoppedWaiting
     try:
         store.remove(artifact_id)
     except (StoreUnavailable, StoppedWaiting):  # the store is away: not a file to skip but a fault

@@ -14,7 +14,7 @@ import sys
 
 import optuna
 
-from search.settings import DASHBOARD_PORT, STORAGE_DEFAULT, WORKER_DB_WAIT, given_artifacts, storage_url
+from core.settings import DASHBOARD_PORT, STORAGE_DEFAULT, WORKER_DB_WAIT, given_artifacts, storage_url
 
 from .artifacts import LOCATION_ATTR, open_artifact_store
 from .database import make_storage, quiet_optuna

@@ -10,7 +10,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage
 
-from search.settings import GRACE_HEARTBEATS, WORKER_DB_WAIT
+from core.settings import GRACE_HEARTBEATS, WORKER_DB_WAIT
 
 from .errors import Unavailable
 from .urls import backend_of, redact, sqlite_file
@@ -101,7 +101,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     """An RDBStorage for `url`. With a heartbeat, trials of workers that stop beating
     for `grace_period` seconds are failed and re-queued (up to `max_retry` times, once each
     however many workers notice), keeping the intermediate values their checkpoint covers so
-    the retry resumes from it (search/requeue.py). With `existing` (commands that read a
+    the retry resumes from it (storage/requeue.py). With `existing` (commands that read a
     study), a database that is missing or holds no Optuna tables is refused instead of
     created (`check_initialised`)."""
     if backend_of(url) != "sqlite":  # also rejects a bad URL before anything is opened
@@ -109,7 +109,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     if existing:
         check_initialised(url)
     kwargs: dict[str, Any] = {}
-    from search.requeue import MAX_STALE_RETRIES, RequeueOnce
+    from .requeue import MAX_STALE_RETRIES, RequeueOnce
     if heartbeat_interval:
         kwargs = dict(heartbeat_interval=heartbeat_interval,
                       grace_period=grace_period or GRACE_HEARTBEATS * heartbeat_interval,

@@ -68,7 +68,7 @@ def database_error_line(error: BaseException) -> str | None:
 class Unavailable(ValueError):
     """A service a command needs (the database, the artifact store) stayed unreachable for the
     whole of its wait. Transient: the commands a scheduler runs (`search worker`, `run`,
-    `create`) exit with EXIT_TRANSIENT (search/settings.py) for it, "run me again later"."""
+    `create`) exit with EXIT_TRANSIENT (core/settings.py) for it, "run me again later"."""
 
 
 class StoreUnavailable(Unavailable):

@@ -1,6 +1,6 @@
 """Storage URLs: which backend a URL names, and the URL with its password hidden, both read
 by SQLAlchemy's own parser (`make_url`). Which URL a command uses (flag, $SEARCH_STORAGE,
-else the embedded `sqlite:///search.db`) is resolved in search/settings.py.
+else the embedded `sqlite:///search.db`) is resolved in core/settings.py.
 
 SQLite rather than Optuna's journal file for the embedded default: the journal backend has
 no heartbeat, so a killed worker's trial would stay RUNNING forever instead of being retried.

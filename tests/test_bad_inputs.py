@@ -61,7 +61,7 @@ def trained_study(root: Path, name: str, model_bytes: bytes) -> None:
     import io
     from optuna.artifacts import FileSystemArtifactStore
     from optuna.distributions import FloatDistribution
-    from search.trials import MACS_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR
+    from core.trials import MACS_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR
     url = f"sqlite:///{root / 'search.db'}"
     assert main(["create", "--study", name, "--storage", url, "--space", str(root / "space.json"), "--budget", "30000",
                  "--val-size", "200"]) == 0

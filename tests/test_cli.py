@@ -99,7 +99,7 @@ def test_unknown_pruner_or_sampler_is_one_line_listing_the_choices():
 
 
 def test_settings_flag_beats_environment_beats_default(monkeypatch, tmp_path):
-    from search import settings
+    from core import settings
     from search.cli import build_parser
 
     def resolved(*argv):
@@ -125,8 +125,8 @@ def test_worker_options_reach_a_slot_whole():
     """Every worker option given on the command line is what a slot process reads back."""
     import dataclasses
     from search.cli import build_parser
-    from search.options import from_json, to_json
-    from search.settings import WorkerOptions, resolve
+    from core.options import from_json, to_json
+    from core.settings import WorkerOptions, resolve
     argv = ["worker", "--study", "s", "--storage", "postgresql+psycopg2://u:pw@h/db", "--db-wait", "9",
             "--data-dir", "/d", "--artifacts", "s3://b/p", "--gpus", "none", "--per-gpu", "2", "--n-trials", "3",
             "--timeout", "99.5", "--heartbeat", "7", "--grace", "30", "--compile", "--quiet", "--store-wait", "11"]
@@ -138,7 +138,8 @@ def test_worker_options_reach_a_slot_whole():
 
 
 def test_help_shows_the_declared_defaults():
-    from search import settings, strategies
+    from core import settings
+    from search import strategies
     create = run("create", "--help", check=True).stdout
     for text in (f"{settings.DEFAULT_BUDGET:,}", f"(default {settings.DEFAULT_VAL_SIZE})",
                  f"(default {strategies.DEFAULT_PRUNER})", f"(default {strategies.DEFAULT_SAMPLER})"):

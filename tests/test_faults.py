@@ -14,7 +14,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search.cli import main
-from search.trials import trained_trials
+from core.trials import trained_trials
 from tests.servers import PostgresServer, free_port, wait_until
 from tests.helpers import FIXED_SPACE, SEARCH, load, running_checkpoint, search, space_file, worker
 
@@ -167,7 +167,7 @@ def test_unreachable_port_answers_within_seconds(capsys):
 
 
 def test_retry_waits_through_an_outage_and_gives_up_after_db_wait(capsys):
-    from search.dbretry import DatabaseRetry
+    from storage.retry import DatabaseRetry
     from storage.database import StorageUnavailable
     down = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
     calls = []
@@ -259,7 +259,7 @@ def test_requeue_is_once_across_processes_and_lost_commit_answers(pg):
             raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
         return result
     storage.create_new_trial = create_then_lose_answer
-    from search.dbretry import DatabaseRetry
+    from storage.retry import DatabaseRetry
     from search.worker import _recover_interrupted
     study = optuna.load_study(study_name="lost-answer", storage=storage)
     DatabaseRetry(wait=60, label="t", delays=(0.5,)).call(_recover_interrupted, study, storage, trial_id)

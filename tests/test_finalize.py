@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from search.definition import load_study
 from search.finalize import spearman
 from search.pareto import pareto_front
-from search.trials import BUDGET_CONSTRAINT, FINAL_ATTR, FIXED_RECIPE_ATTR, SEED_ATTR, best_feasible
+from core.trials import BUDGET_CONSTRAINT, FINAL_ATTR, FIXED_RECIPE_ATTR, SEED_ATTR, best_feasible
 from tests.helpers import load, one_line_error, search, space_file, worker
 from tests.servers import wait_until
 
@@ -238,7 +238,7 @@ def test_final_schedule_defaults_and_published_epochs():
     from objectives.published import PUBLISHED_RECIPES
     from objectives.recipe import Recipe
     from search.finalize import EPOCHS_FACTOR, final_recipe
-    from search.trials import PUBLISHED_ATTR
+    from core.trials import PUBLISHED_ATTR
 
     searched = optuna.trial.create_trial(value=0.5, user_attrs={"recipe": Recipe(
         epochs=20, schedule="step", step_every_epochs=10).to_dict()})

@@ -239,7 +239,7 @@ def test_ctrl_c_stops_the_trial_within_seconds_and_says_how_to_exit_at_once(env,
 
 def test_trial_line_says_what_the_sampler_chose_including_block_types():
     from search.progress import describe_config
-    from search.trials import ARCHITECTURE_ATTR, RECIPE_ATTR
+    from core.trials import ARCHITECTURE_ATTR, RECIPE_ATTR
     arch = {"stages": [{"channels": 32, "block": "bottleneck"}, {"channels": 64, "block": "preact"},
                        {"channels": 128, "block": "bottleneck"}]}
     line = describe_config({RECIPE_ATTR: {"optimizer": "adamw", "lr": 0.00213, "batch_size": 256}, ARCHITECTURE_ATTR: arch})

@@ -170,7 +170,7 @@ def test_data_is_prepared_once_on_a_shared_volume(objects):
 
 
 def test_workers_are_a_work_queue_of_one_gpu_pods_replaced_on_term_or_a_transient_exit(objects):
-    from search.settings import EXIT_TRANSIENT
+    from core.settings import EXIT_TRANSIENT
     job = by_kind(objects, "Job", "resnet-search-workers")[0]
     spec, pod = job["spec"], job["spec"]["template"]["spec"]
     assert spec["parallelism"] >= 1 and "completions" not in spec  # work queue: pods stop when the study is done

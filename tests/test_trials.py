@@ -14,7 +14,7 @@ from PIL import Image
 from search.definition import StudyDefinition
 from search.report import MIN_TRIALS_FOR_IMPORTANCES, write_report
 from search.status import format_summary, summarize
-from search.trials import (BUDGET_CONSTRAINT, FAIL_REASON_ATTR, INFEASIBLE_ATTR, MACS_ATTR, PARAMS_ATTR,
+from core.trials import (BUDGET_CONSTRAINT, FAIL_REASON_ATTR, INFEASIBLE_ATTR, MACS_ATTR, PARAMS_ATTR,
                            REQUEUED_ATTR, best_feasible, counts_as_trained, is_infeasible, trained_trials)
 
 BUDGET = 10_000
@@ -104,7 +104,7 @@ def test_report_draws_importances_only_from_enough_trained_trials(tmp_path, n_tr
 
 
 def test_status_names_each_stage_of_the_best_trial_with_its_block_type():
-    from search.trials import ARCHITECTURE_ATTR
+    from core.trials import ARCHITECTURE_ATTR
     stages = [{"blocks": 2, "channels": 32, "conv_kernel": 3, "skip_kernel": 1, "block": "bottleneck"},
               {"blocks": 1, "channels": 64, "conv_kernel": 5, "skip_kernel": 3}]  # stored before block types: basic
     study = optuna.create_study(direction="maximize")

@@ -12,13 +12,8 @@ from optuna.storages import RDBStorage
 
 from core.settings import GRACE_HEARTBEATS, WORKER_DB_WAIT
 
-from .errors import Unavailable
+from .errors import Unavailable, is_permanent
 from .urls import backend_of, redact, sqlite_file
-
-
-# Server answers that mean the URL is wrong, not that the server is still starting.
-PERMANENT_ERRORS = ("does not exist", "password authentication failed", "no password supplied",
-                    "no pg_hba.conf entry")
 
 
 CONNECT_TIMEOUT = 5  # s: a host that drops packets answers like one that is down, not after minutes
@@ -61,7 +56,7 @@ def wait_for_database(url: str, timeout: float = WORKER_DB_WAIT, interval: float
                     return
             except sqlalchemy.exc.OperationalError as e:
                 reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-                if any(p in reason for p in PERMANENT_ERRORS):  # waiting cannot fix these
+                if is_permanent(reason):  # the URL is wrong, not a server still starting
                     # Permanent (a user error, exit 1), not Unavailable: waiting longer changes nothing.
                     raise ValueError(f"database {redact(url)} refused the connection: {reason}") from e
                 if time.monotonic() >= deadline:

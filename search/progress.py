@@ -68,10 +68,12 @@ def progress(total: int, desc: str, unit: str = "img", out: TextIO | None = None
 def describe_config(user_attrs: dict[str, Any]) -> str:
     """What the sampler chose, short: `adamw lr 0.002, batch 128; 4 basic stages, widths 16-96`."""
     from core.trials import ARCHITECTURE_ATTR, RECIPE_ATTR  # imports optuna: evaluate/predict never need it
+    from objectives.architecture import ArchConfig
     recipe, arch = user_attrs.get(RECIPE_ATTR) or {}, user_attrs.get(ARCHITECTURE_ATTR) or {}
     if not recipe or not arch:
         return ""
-    widths = [s["channels"] for s in arch["stages"]]
-    blocks = "/".join(dict.fromkeys(s.get("block", "basic") for s in arch["stages"]))  # distinct, in stage order
+    stages = ArchConfig.from_dict(arch).stages  # fills what older configs left out (the block type)
+    widths = [s.channels for s in stages]
+    blocks = "/".join(dict.fromkeys(s.block for s in stages))  # distinct, in stage order
     return (f"{recipe['optimizer']} lr {recipe['lr']:.3g}, batch {recipe['batch_size']}; "
             f"{len(widths)} {blocks} stage{'s' * (len(widths) != 1)}, widths {min(widths)}-{max(widths)}")

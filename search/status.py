@@ -6,6 +6,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from objectives.architecture import ArchConfig
 from .eta import _now, progress_to_target, target_reached_message, time_by_state
 from .progress import format_duration
 from storage.requeue import MAX_STALE_RETRIES, needs_retry, retry_history, retry_of
@@ -35,8 +36,8 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         best_info = {
             "trial": best.number, "val_acc": best.value, "params": best.user_attrs.get(PARAMS_ATTR),
             "macs": best.user_attrs.get(MACS_ATTR),
-            "stages": [(s["blocks"], s["channels"], s["conv_kernel"], s["skip_kernel"], s.get("block", "basic"))
-                       for s in arch.get("stages", [])],
+            "stages": [(s.blocks, s.channels, s.conv_kernel, s.skip_kernel, s.block)
+                       for s in (ArchConfig.from_dict(arch).stages if arch else ())],
             "pool_kernel": arch.get("pool_kernel"),
             "recipe": {k: v for k, v in best.user_attrs.get(RECIPE_ATTR, {}).items()
                        if k in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "epochs", "batch_size",

@@ -149,13 +149,13 @@ def definition_diff(stored: dict[str, Any], given: dict[str, Any], prefix: str =
 
 def load_study(storage, name: str) -> tuple[optuna.Study, StudyDefinition]:
     """The study and its stored definition, with the sampler and pruner it names."""
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
+    storage = optuna.storages.get_storage(storage)  # a URL or a storage object, opened once
+    try:  # the definition first (it names the sampler and pruner), then the study, opened once
+        stored = storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get(DEFINITION_ATTR)
     except KeyError:
         known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise StudyNotFound(f"no study named {name!r} in this storage"
                             + (f" (studies: {', '.join(known)})" if known else " (it holds no studies)")) from None
-    stored = study.user_attrs.get(DEFINITION_ATTR)
     if stored is None:
         raise ValueError(f"study {name!r} was not created by `search create` (no stored definition)")
     definition = StudyDefinition.from_dict(stored)

@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
 import sys
 
 import pytest
 
 from objectives import PRESETS, count_params
-
-SEARCH = shutil.which("search", path=str(__import__("pathlib").Path(sys.executable).parent))
+from tests import helpers
+from tests.helpers import SEARCH, search
 
 
 def run(*args, check=False):
-    assert SEARCH, "the `search` console script is not installed next to this Python"
-    return subprocess.run([SEARCH, *args], capture_output=True, text=True, check=check, timeout=120)
+    return search(*args, env=dict(os.environ), check=check, timeout=120)
 
 
 def test_help_lists_commands():
@@ -44,11 +43,7 @@ def test_presets_json_and_budget_flag():
 
 
 def one_line_error(proc):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+    return helpers.one_line_error(proc, code=None)  # usage errors exit 2, bad values 1
 
 
 def test_over_budget_arch_exits_1_with_count_and_budget():

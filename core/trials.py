@@ -41,7 +41,7 @@ FIXED_ARCH_ATTR = "fixed_architecture"
 SEED_ATTR = "seed"
 PUBLISHED_ATTR = "published_recipe"   # the preset whose published recipe an enqueued trial trains with
 OUTSIDE_SPACE_ATTR = "outside_space"  # the fixed recipe's values the study's space cannot produce (enqueued anyway)
-# A finalize study's runs (search/finalize.py):
+# A finalize study's runs (search/finalize/):
 FINAL_ATTR = "final"                  # where its configuration came from, which seed
 TEST_ACC_ATTR = "test_acc"           # as the run's recipe evaluates: with flip averaging if tta_flip
 SINGLE_VIEW_TEST_ACC_ATTR = "test_acc_single_view"  # each test image once: what every run can be compared on

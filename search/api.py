@@ -230,16 +230,18 @@ def report(storage, study_name: str, out: str | Path, artifacts: str | None = No
     """Plots and summary.md of the study in `out` (a folder whose parent exists): the search's
     own, its Pareto front, and its finalize results where there are some."""
     from storage.artifacts import model_note
-    from .finalize import companion, write_final_section
+    from .finalize import companion, final_results
     from .pareto import write_front_section
     from .report import write_report
+    from .tables import final_markdown
     study, definition = load_study(storage, study_name)
     files = write_report(study, definition, out, model_note(study, best_feasible(study), artifacts))
     if definition.final is None:  # a finalize study's values are test accuracies: no front of those
         files += write_front_section(study, Path(out))
     final = companion(storage, study, definition)
     if final is not None:
-        files += write_final_section(*final, Path(out))
+        with (Path(out) / "summary.md").open("a") as f:
+            f.write("\n".join(final_markdown(final_results(*final))))
     return files
 
 

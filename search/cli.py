@@ -136,11 +136,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from search.api import status
-    from search.finalize import format_final
     from search.status import format_summary
+    from search.tables import final_text
     summary, final = status(storage, args.study)
     print(json.dumps(summary, indent=2) if args.json else
-          format_summary(summary) + ("\n" + format_final(final) if final else ""))
+          format_summary(summary) + ("\n" + final_text(final) if final else ""))
     return 0
 
 
@@ -206,6 +206,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_finalize(args: argparse.Namespace) -> int:
     from search.api import finalize
     from search.finalize import EPOCHS_FACTOR
+    from search.tables import plural
     names = None
     if args.baselines is not None:
         from search.baselines import parse_names
@@ -219,8 +220,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
         return 0
     configs = sorted({(e["search_rank"], e["source_trial"], e["epochs"]) for e in enqueued if not e.get("baseline")})
     hand = sorted({(e["baseline"], e["epochs"], e["narrowed_from"]) for e in enqueued if e.get("baseline")})
-    print(f"study {study.study_name}: enqueued {_count(len(enqueued), 'run')} ({_count(len(configs) + len(hand), 'configuration')}"
-          f" x up to {_count(args.seeds, 'seed')}) on {data}" +
+    print(f"study {study.study_name}: enqueued {plural(len(enqueued), 'run')} ({plural(len(configs) + len(hand), 'configuration')}"
+          f" x up to {plural(args.seeds, 'seed')}) on {data}" +
           ("" if args.epochs else f"; epochs: {EPOCHS_FACTOR} x the search's, or a published recipe's own"))
     for rank, trial, epochs in configs:
         print(f"  search rank {rank}: trial {trial}, {epochs} epochs")
@@ -231,10 +232,6 @@ def cmd_finalize(args: argparse.Namespace) -> int:
         print(f"  baseline {name}: not trained, over the budget even at the narrowest widths")
     print(f"train them with `search worker --study {study.study_name}` (any number of workers and hosts)")
     return 0
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:

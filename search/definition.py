@@ -35,7 +35,7 @@ class StudyDefinition:
     # Multiply-accumulates per image a model may cost (None: no limit): the compute budget that
     # matters where training is slow (a CPU), enforced like the parameter budget.
     max_macs: int | None = None
-    # A companion study of `search finalize` (search/finalize.py): what it retrains, from where.
+    # A companion study of `search finalize` (search/finalize/): what it retrains, from where.
     final: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:

@@ -153,6 +153,7 @@ class Objective:
         trained = history[resumed_from:]  # the epochs this process ran (history[i] is epoch i + 1)
         if trained:
             trial.set_user_attr(IMAGES_PER_SECOND_ATTR, round(sum(h["images_per_second"] for h in trained) / len(trained), 1))
+        metrics: dict[str, Any] = {}
         if result.best_state is not None:
             metrics = {"val_acc": result.best_val_acc, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
             if result.status == "completed":
@@ -170,9 +171,9 @@ class Objective:
             return self._fail(trial, result.reason)
         if result.status == "stopped":
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
-        return self.trial_value(trial, result)
+        return self.trial_value(trial, result, metrics)
 
-    # Hooks for objectives that train fixed configurations (search/finalize.py).
+    # Hooks for objectives that train fixed configurations (search/final_objective.py).
     def completed_metrics(self, trial: optuna.Trial, arch, result) -> dict[str, Any]:
         """Extra metrics of a completed run, stored in its model file."""
         return {}
@@ -181,7 +182,8 @@ class Objective:
         """Extra top-level entries of the trial's model file."""
         return {}
 
-    def trial_value(self, trial: optuna.Trial, result) -> float:
+    def trial_value(self, trial: optuna.Trial, result, metrics: dict[str, Any]) -> float:
+        """The trial's value, from the run and the metrics its model file records."""
         return result.best_val_acc
 
     def _resume(self, trial: optuna.Trial, trainer: Trainer) -> int:

@@ -131,7 +131,7 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     store_retry = StoreRetry(opts.store_wait, opts.study, should_stop=stop)
     store = RetryingStore(store_retry.call(db.call, open_artifact_store, opts.artifacts, study=study), store_retry)
     if definition.final is not None:  # a `search finalize` study: fixed configurations, tested at the end
-        from .finalize import FinalObjective
+        from .finalize.objective import FinalObjective
         objective = FinalObjective(definition, data, dev, store, opts.study,
                                    should_stop=stop, compile=opts.compile, on_epoch=progress, test=cifar.test)
     else:

@@ -135,7 +135,7 @@ def test_finalize_trains_k_by_n_runs_resumes_a_killed_one_and_exports(env, tmp_p
     search("report", "--study", "s", "--storage", url, "--out", str(tmp_path / "report"), env=env)
     summary = (tmp_path / "report" / "summary.md").read_text()
     # Two configurations can tie (a 200-image test split): then there is no correlation to show, as status says.
-    rank_line = "(Spearman): " if status["rank_correlation"] is not None else "Rank correlation: needs two"
+    rank_line = "(Spearman): " if status["rank_correlation"] is not None else "Rank correlation: needs at least two"
     assert "## Final runs" in summary and rank_line in summary and "Pareto front" in summary
     assert (tmp_path / "report" / "pareto.png").exists()
 

@@ -74,7 +74,7 @@ def is_final_study(storage, name: str) -> bool:
 def check_worker_options(opts: WorkerOptions) -> WorkerOptions:
     """Bad worker options (a bad --gpus, more slots than the host runs) refused before
     anything is touched."""
-    from .worker import slots
+    from .supervisor import slots
     slots(opts.gpus, opts.per_gpu)
     return opts
 
@@ -116,7 +116,7 @@ def work(storage, study_name: str, opts: WorkerOptions) -> int:
             print(start.nothing_to_do)
         return 0
     storage.engine.dispose()  # the slot processes open their own; this one holds no connection
-    from .worker import run_worker
+    from .supervisor import run_worker
     return run_worker(opts)
 
 

@@ -1,4 +1,4 @@
-"""One worker slot's process: `run_worker` (search/worker.py) starts `python -m search.slot
+"""One worker slot's process: `run_worker` (search/supervisor.py) starts `python -m search.slot
 DEVICE` per GPU slot, with the worker's options as JSON in $SEARCH_WORKER_OPTIONS. Errors end
 as the `search worker` command's do: one line, exit 1; a stop signal as 128 + its number."""
 from __future__ import annotations

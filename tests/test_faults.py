@@ -264,28 +264,28 @@ def test_a_requeue_whose_commit_answer_was_lost_is_not_repeated(pg):
         return result
     storage.create_new_trial = create_then_lose_answer
     from storage.retry import DatabaseRetry
-    from search.worker import _recover_interrupted
+    from search.recovery import recover_interrupted
     study = optuna.load_study(study_name="lost-answer", storage=storage)
-    DatabaseRetry(wait=60, label="t", delays=(0.5,)).call(_recover_interrupted, study, storage, trial_id)
+    DatabaseRetry(wait=60, label="t", delays=(0.5,)).call(recover_interrupted, study, storage, trial_id)
     retries = [t for t in load(url, "lost-answer").trials if t.system_attrs.get("failed_trial") == 0]
     assert len(retries) == 1, retries
 
 
 def _recover_in_process(url, study_name, trial_id, barrier, results):
-    from search.worker import _recover_interrupted
+    from search.recovery import recover_interrupted
     from storage.database import make_storage
     storage = make_storage(url)
     study = optuna.load_study(study_name=study_name, storage=storage)
     barrier.wait()
     try:
-        results.put(_recover_interrupted(study, storage, trial_id))
+        results.put(recover_interrupted(study, storage, trial_id))
     except Exception as e:
         results.put(repr(e))
 
 
 def test_a_retry_that_starts_over_starts_with_an_empty_curve_and_status_says_what_was_requeued(storage_url):
     from search.status import summarize
-    from search.worker import _recover_interrupted
+    from search.recovery import recover_interrupted
     from storage.database import make_storage
     url = storage_url
     storage = make_storage(url)
@@ -294,7 +294,7 @@ def test_a_retry_that_starts_over_starts_with_an_empty_curve_and_status_says_wha
     _, lost = _running_trial(storage, "curve", {1: 0.2}, checkpoint_epoch=None)
     study = optuna.load_study(study_name="curve", storage=storage)
     for trial_id in (no_checkpoint, checkpoint_after_1):
-        _recover_interrupted(study, storage, trial_id)
+        recover_interrupted(study, storage, trial_id)
     storage.set_trial_state_values(lost, state=TrialState.FAIL)  # failed, its re-queue never came
     by_origin = {t.system_attrs.get("failed_trial"): t for t in load(url, "curve").trials}
     assert by_origin[0].intermediate_values == {}  # starts over: nothing to judge it by but itself

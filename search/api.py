@@ -71,19 +71,20 @@ def is_final_study(storage, name: str) -> bool:
 
 # ---- work -----------------------------------------------------------------------------------
 
-def check_worker_options(opts: WorkerOptions) -> WorkerOptions:
-    """Bad worker options (a bad --gpus, more slots than the host runs) refused before
-    anything is touched."""
+def check_worker_options(opts: WorkerOptions) -> list[str | None]:
+    """The worker's slots (CUDA_VISIBLE_DEVICES per slot, None for a CPU slot); bad options
+    (a bad --gpus, more slots than the host runs) refused before anything is touched."""
     from .supervisor import slots
-    slots(opts.gpus, opts.per_gpu)
-    return opts
+    return slots(opts.gpus, opts.per_gpu)
 
 
 @dataclass(frozen=True)
 class WorkStart:
-    """What the start-up checks found: nothing to do (with the line that says why) or a
-    study to work on."""
+    """What the start-up checks found: nothing to do (with the line that says why, empty
+    where it was said already), or the study to work on."""
     nothing_to_do: str | None = None
+    study: optuna.Study | None = None
+    definition: StudyDefinition | None = None
 
 
 def check_work(storage, study_name: str, opts: WorkerOptions) -> WorkStart:
@@ -105,19 +106,24 @@ def check_work(storage, study_name: str, opts: WorkerOptions) -> WorkStart:
                              f"see `search status --study {study_name}`")
     if db.call(say_if_target_reached, study, opts.n_trials, opts.timeout):
         return WorkStart("")  # say_if_target_reached printed why
-    return WorkStart()
+    return WorkStart(study=study, definition=definition)
 
 
-def work(storage, study_name: str, opts: WorkerOptions) -> int:
-    """Run the worker (its slot processes) once the start-up checks pass; the exit code."""
+def work(storage, study_name: str, opts: WorkerOptions, plan: list[str | None] | None = None) -> int:
+    """Run the worker once the start-up checks pass: its slots (`plan`, default from the
+    options) as child processes, or one slot in this process on the storage and study
+    opened for the checks. The exit code; the worker logs each trial to stdout."""
+    from .supervisor import run_worker
+    plan = plan if plan is not None else check_worker_options(opts)
     start = check_work(storage, study_name, opts)
     if start.nothing_to_do is not None:
         if start.nothing_to_do:
             print(start.nothing_to_do)
         return 0
+    if len(plan) == 1:
+        return run_worker(opts, plan, opened=(storage, start.study, start.definition))
     storage.engine.dispose()  # the slot processes open their own; this one holds no connection
-    from .supervisor import run_worker
-    return run_worker(opts)
+    return run_worker(opts, plan)
 
 
 # ---- enqueue --------------------------------------------------------------------------------

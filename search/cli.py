@@ -110,27 +110,29 @@ def cmd_create(args: argparse.Namespace, storage=None) -> int:
     return 0
 
 
-def _worker_options(args: argparse.Namespace) -> WorkerOptions:
+def _worker_options(args: argparse.Namespace):
+    """The worker's options and slots, refused if bad before anything is touched."""
     from search.api import check_worker_options
-    return check_worker_options(WorkerOptions.from_args(args))
+    opts = WorkerOptions.from_args(args)
+    return opts, check_worker_options(opts)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    opts = _worker_options(args)
+    opts, plan = _worker_options(args)
     from search.api import work
     # a worker joins a study that exists: a mistyped path or URL creates no database
-    return work(_storage(args, heartbeat=True, existing=True), args.study, opts)
+    return work(_storage(args, heartbeat=True, existing=True), args.study, opts, plan)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    opts = _worker_options(args)  # bad worker flags: refuse before the study is created
+    opts, plan = _worker_options(args)  # bad worker flags: refuse before the study is created
     from objectives.data import ensure_cifar10
     from search.api import is_final_study, work
     ensure_cifar10(opts.data_dir)  # before the study exists: a failed first run leaves nothing behind
     storage = _storage(args, heartbeat=True)  # one storage (and one database wait) for create and work
     if not is_final_study(storage, args.study):  # a finalize study exists already, with its own definition
         cmd_create(args, storage)
-    return work(storage, args.study, opts)
+    return work(storage, args.study, opts, plan)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -78,16 +78,17 @@ def _cpu_slots(n: int) -> list[None]:
     return [None] * n
 
 
-def run_worker(opts: WorkerOptions) -> int:
-    """Start one child per slot and wait for them; forwards SIGTERM/SIGINT."""
-    plan = slots(opts.gpus, opts.per_gpu)
+def run_worker(opts: WorkerOptions, plan: list[str | None] | None = None, opened: tuple | None = None) -> int:
+    """Start one child per slot of `plan` (default: `slots` of the options) and wait for them;
+    forwards SIGTERM/SIGINT. One slot runs in this process, with what it `opened` already."""
+    plan = plan if plan is not None else slots(opts.gpus, opts.per_gpu)
     if opts.gpus != "none" and plan[0] is None:
         print("no GPU visible: running on the CPU", flush=True)
     if len(plan) == 1:  # one slot: run here, no child process to manage
         if plan[0] is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = plan[0]
         from .worker import run_slot
-        return run_slot(opts, "cpu" if plan[0] is None else "cuda")
+        return run_slot(opts, "cpu" if plan[0] is None else "cuda", opened)
     children: list[subprocess.Popen] = []
     cpu_slots = sum(p is None for p in plan)
 

@@ -79,20 +79,25 @@ def check_workable(definition) -> None:
     check_space_fits(definition.space.arch, definition.budget)
 
 
-def run_slot(opts: WorkerOptions, device: str) -> int:
-    """One worker process on one device. Returns the exit code."""
+def run_slot(opts: WorkerOptions, device: str, opened: tuple | None = None) -> int:
+    """One worker process on one device. Returns the exit code. `opened`: the (storage, study,
+    definition) that this process opened and checked already (`search worker` with one slot
+    runs it in its own process), so the start-up work is not done twice."""
     quiet_optuna()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # _log_trial says what each trial did
     stop = StopFlag()
     stop.install()
     db = DatabaseRetry(opts.db_wait, opts.study, should_stop=stop)
-    try:
-        storage = make_storage(opts.storage, heartbeat_interval=opts.heartbeat, grace_period=opts.grace,
-                               wait=opts.db_wait)
-        study, definition = db.call(load_study, storage, opts.study)
-    except StoppedWaiting:
-        return 0
-    check_workable(definition)
+    if opened is not None:
+        storage, study, definition = opened
+    else:
+        try:
+            storage = make_storage(opts.storage, heartbeat_interval=opts.heartbeat, grace_period=opts.grace,
+                                   wait=opts.db_wait)
+            study, definition = db.call(load_study, storage, opts.study)
+        except StoppedWaiting:
+            return 0
+        check_workable(definition)
     cifar = load_cifar10(opts.data_dir)
     data = prepare_data(cifar, definition.val_size, definition.seed, definition.train_limit)
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")

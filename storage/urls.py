@@ -7,6 +7,8 @@ no heartbeat, so a killed worker's trial would stay RUNNING forever instead of b
 """
 from __future__ import annotations
 
+import functools
+
 import re
 
 from sqlalchemy.engine import URL, make_url
@@ -54,6 +56,7 @@ def check_url(url: str) -> None:
         raise ValueError(f"bad storage URL {redact(url)!r}: {ESCAPE_HINT}")
 
 
+@functools.lru_cache(maxsize=32)  # opening one storage asks several times of the same URL
 def backend_of(url: str) -> str:
     """'sqlite' or 'postgresql'; ValueError for anything else (an unescaped password too)."""
     check_url(url)

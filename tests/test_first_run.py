@@ -240,11 +240,13 @@ def test_ctrl_c_stops_the_trial_within_seconds_and_says_how_to_exit_at_once(env,
 def test_trial_line_says_what_the_sampler_chose_including_block_types():
     from search.progress import describe_config
     from core.trials import ARCHITECTURE_ATTR, RECIPE_ATTR
-    arch = {"stages": [{"channels": 32, "block": "bottleneck"}, {"channels": 64, "block": "preact"},
-                       {"channels": 128, "block": "bottleneck"}]}
+    from objectives import ArchConfig, StageConfig
+    arch = ArchConfig(stages=(StageConfig(1, 32, block="bottleneck"), StageConfig(1, 64, block="preact"),
+                              StageConfig(1, 128, block="bottleneck")), pool_kernel=8).to_dict()
     line = describe_config({RECIPE_ATTR: {"optimizer": "adamw", "lr": 0.00213, "batch_size": 256}, ARCHITECTURE_ATTR: arch})
     assert line == "adamw lr 0.00213, batch 256; 3 bottleneck/preact stages, widths 32-128"
-    arch = {"stages": [{"channels": 16}]}  # stored before block types: basic
+    arch = ArchConfig(stages=(StageConfig(1, 16),), pool_kernel=32).to_dict()
+    del arch["stages"][0]["block"]  # stored before block types: basic
     assert describe_config({RECIPE_ATTR: {"optimizer": "sgd", "lr": 0.1, "batch_size": 64},
                             ARCHITECTURE_ATTR: arch}).endswith("1 basic stage, widths 16-16")
     assert describe_config({}) == ""

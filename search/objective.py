@@ -58,6 +58,13 @@ def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: (round(h[k], 5) if isinstance(h[k], float) else h[k]) for k in keep} for h in history]
 
 
+def checkpoint_due(epoch: int, saved: int, every: int, epochs: int, stopping: bool) -> bool:
+    """Whether `epoch` writes a resume checkpoint, the last one being after epoch `saved`: every
+    `every` epochs, so a retry redoes at most every-1; also when the worker is stopping, so a
+    clean stop loses nothing. The last epoch needs none: model.pt follows."""
+    return epoch < epochs and (epoch - saved >= every or stopping)
+
+
 class Objective:
     def __init__(self, definition: StudyDefinition, data: TrainData, device: torch.device, artifact_store,
                  study_name: str, should_stop: Callable[[], bool] = lambda: False, compile: bool = False,
@@ -135,10 +142,7 @@ class Objective:
                 self.on_epoch(trial.number, epoch, recipe.epochs, metrics, time.perf_counter() - started,
                               epoch - resumed_from)
             trial.set_user_attr(CURVE_ATTR, _curve(trainer.history))
-            # Every K epochs, so a retry redoes at most K-1; also when the worker is stopping,
-            # so a clean stop loses nothing. The last epoch needs none: model.pt follows.
-            due = epoch - saved >= self.checkpoint_every or self.should_stop()
-            if epoch < recipe.epochs and due:
+            if checkpoint_due(epoch, saved, self.checkpoint_every, recipe.epochs, self.should_stop()):
                 saved = epoch
                 ckpt_id = upload_torch(self.store, trial, trainer.checkpoint(), f"resume-epoch{epoch}.pt", storage)
                 current = {"artifact_id": ckpt_id, "trial_id": trial._trial_id, "epoch": epoch}

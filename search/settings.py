@@ -151,8 +151,8 @@ class WorkerOptions:
         f"{EXIT_TRANSIENT} (default %(default)s)", WORKER_STORE_WAIT, type=seconds(0, MAX_DB_WAIT), metavar="SEC")
     quiet: bool = option("print one line per trial, none per epoch (default: off)", False, action="store_true")
     checkpoint_every: int | None = option(
-        "write a trial's resume checkpoint every K epochs (and after the epoch in which the worker is asked to "
-        "stop): a killed trial redoes at most K-1 epochs, and uploads 1/K as much "
+        "write a trial's resume checkpoint every K epochs (and after an epoch that ends while the worker is "
+        "stopping): a killed trial redoes up to K-1 epochs more, and uploads about 1/K as much "
         f"(default: ${CHECKPOINT_EVERY_ENV}, else {DEFAULT_CHECKPOINT_EVERY})", type=positive_int, metavar="K")
 
     def __post_init__(self) -> None:

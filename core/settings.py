@@ -20,6 +20,7 @@ ARTIFACTS_ENV = "SEARCH_ARTIFACTS"
 DATA_DIR_ENV = "SEARCH_DATA_DIR"
 DEBUG_ENV = "SEARCH_DEBUG"                  # set: an unexpected error shows its traceback
 WORKER_OPTIONS_ENV = "SEARCH_WORKER_OPTIONS"  # a slot process's options (search/slot.py)
+CHECKPOINT_EVERY_ENV = "SEARCH_CHECKPOINT_EVERY"
 
 # ---- where things live (relative paths: the working directory) ------------------------------
 DEFAULT_STORAGE = "sqlite:///search.db"  # embedded: a first run needs no database server
@@ -40,6 +41,9 @@ MAX_HEARTBEAT = 3_600        # longer beats make a dead worker's trial wait hour
 MAX_GRACE = 86_400
 WORKER_DB_WAIT = 60.0        # workers ride out database restarts and outages this long
 WORKER_STORE_WAIT = 60.0     # ... and artifact-store outages (S3 away, a full disk) this long
+# A resume checkpoint after every epoch: a killed trial redoes at most the epoch it was in.
+# Larger K trades redone epochs for upload volume (README "Checkpoints").
+DEFAULT_CHECKPOINT_EVERY = 1
 INTERACTIVE_DB_WAIT = 3.0    # a person at a prompt wants an answer, not a minute of silence
 MAX_DB_WAIT = 7 * 86_400.0
 MAX_TIMEOUT = 52 * MAX_DB_WAIT
@@ -79,6 +83,19 @@ def artifacts_location(flag: str | None = None, remembered: str | None = None) -
 
 def data_dir(flag: str | os.PathLike | None = None) -> Path:
     return Path(flag or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser()
+
+
+def checkpoint_every(flag: int | None = None) -> int:
+    """Flag, else $SEARCH_CHECKPOINT_EVERY, else 1; a ValueError naming a bad variable."""
+    if flag is not None:
+        return flag
+    text = os.environ.get(CHECKPOINT_EVERY_ENV)
+    if not text:
+        return DEFAULT_CHECKPOINT_EVERY
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"${CHECKPOINT_EVERY_ENV}: {e}") from None
 
 
 def db_wait(flag: float | None, command: str | None) -> float:
@@ -133,8 +150,15 @@ class WorkerOptions:
         "ride out artifact-store faults (S3 unreachable, a full disk) this long, then stop with exit "
         f"{EXIT_TRANSIENT} (default %(default)s)", WORKER_STORE_WAIT, type=seconds(0, MAX_DB_WAIT), metavar="SEC")
     quiet: bool = option("print one line per trial, none per epoch (default: off)", False, action="store_true")
+    checkpoint_every: int | None = option(
+        "write a trial's resume checkpoint every K epochs (and after an epoch that ends while the worker is "
+        "stopping): a killed trial redoes up to K-1 epochs more, and uploads about 1/K as much "
+        f"(default: ${CHECKPOINT_EVERY_ENV}, else {DEFAULT_CHECKPOINT_EVERY})", type=positive_int, metavar="K")
 
     def __post_init__(self) -> None:
+        # Resolved here rather than in `resolve`: a bad variable is then refused inside the
+        # command's error handling (one line), and slot processes get the parent's number.
+        object.__setattr__(self, "checkpoint_every", checkpoint_every(self.checkpoint_every))
         if self.grace <= self.heartbeat:
             # Otherwise a healthy worker's trial looks stale between two of its own heartbeats.
             raise ValueError(f"--grace ({self.grace} s) must be greater than --heartbeat ({self.heartbeat} s); "

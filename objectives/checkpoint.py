@@ -13,12 +13,15 @@ The model file (`search export-best`, a trial's `model.pt`):
 
 `load_model` rebuilds the network from it.
 
-The resume checkpoint (a trial's `resume-epochN.pt`, written after each epoch):
+The resume checkpoint (a trial's `resume-epochN.pt`, written after every `--checkpoint-every` epochs):
 
-    {"format": "resnet-search/resume-v1",
+    {"format": "resnet-search/resume-v2",
      "architecture": {...}, "recipe": {...},          # the run it continues
      "epoch": ..., "history": [...], "model": ..., "optimizer": ..., "scheduler": ..., "ema": ...,
-     "best_epoch": ..., "best_val_acc": ..., "best_state": ..., random-generator states}
+     "best_epoch": ..., "best_val_acc": ..., "best_is_current": ..., "best_state": ..., random-generator states}
+
+`best_state` is None while `best_is_current` (the best epoch is the one just trained: its weights
+are "ema", or "model" without EMA); version 1 files always held it, and still load.
 
 `check_resume` refuses one of another format or of another run: the caller starts over.
 """
@@ -36,7 +39,10 @@ from .model import ResNet, build
 from .recipe import Recipe
 
 FORMAT = "resnet-search/model-v1"
-RESUME_FORMAT = "resnet-search/resume-v1"
+RESUME_FORMAT = "resnet-search/resume-v2"
+# Still read: v1 stored best_state always. A v1 worker refuses v2 files (its trial starts over)
+# rather than reading best_state None as "no best weights".
+READABLE_RESUME_FORMATS = ("resnet-search/resume-v1", RESUME_FORMAT)
 
 
 def model_file(arch: ArchConfig, recipe: dict[str, Any], state_dict: dict[str, torch.Tensor],
@@ -125,7 +131,7 @@ def check_resume(ckpt: Any, arch: ArchConfig, recipe: Recipe) -> None:
     schedule) and silently continue someone else's training. Checkpoints of older versions
     carry no format: they are refused too, and the trial starts over."""
     found = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if found != RESUME_FORMAT:
+    if found not in READABLE_RESUME_FORMATS:
         raise ValueError(f"not a {RESUME_FORMAT} checkpoint (format {found!r}: another version wrote it)")
     for what, stored, expected in (("architecture", ArchConfig.from_dict(ckpt["architecture"]), arch),
                                    ("recipe", Recipe.from_dict(ckpt["recipe"]), recipe)):

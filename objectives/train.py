@@ -146,6 +146,10 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
+    def eval_state(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the evaluated weights (what a best epoch keeps)."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()}
+
     # -- the loop --
     def run(self, on_epoch: OnEpoch | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
         """Train from `self.epoch` to the recipe's last epoch. `should_stop()` is polled every
@@ -167,7 +171,7 @@ class Trainer:
                 if is_best:
                     self.best_epoch = self.epoch
                     self.best_val_acc = ev.accuracy if ev is not None else self.best_val_acc
-                    self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()}
+                    self.best_state = self.eval_state()
                 metrics.update(epoch=self.epoch, val_acc=ev.accuracy if ev else None, val_loss=ev.loss if ev else None, lr=lr,
                                epoch_seconds=time.perf_counter() - t0, train_seconds=train_seconds,
                                images_per_second=metrics.pop("train_images") / train_seconds, is_best=is_best)
@@ -203,7 +207,11 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc, "best_state": self.best_state,
+            # While the best epoch is the current one its weights are the model's (or the EMA's)
+            # already in the file: a second copy would add a quarter to a third of its size.
+            "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
+            "best_is_current": self.best_epoch == self.epoch,
+            "best_state": None if self.best_epoch == self.epoch else self.best_state,
             "generator": self.gen.get_state(), "np_rng": self.np_rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
         })
@@ -219,6 +227,8 @@ class Trainer:
             self.ema.load_state_dict(ckpt["ema"])
         self.epoch, self.history = ckpt["epoch"], list(ckpt["history"])
         self.best_epoch, self.best_val_acc, self.best_state = ckpt["best_epoch"], ckpt["best_val_acc"], ckpt["best_state"]
+        if ckpt.get("best_is_current"):  # stored once, as the evaluated weights just loaded
+            self.best_state = self.eval_state()
         self.gen.set_state(ckpt["generator"])
         self.np_rng.bit_generator.state = ckpt["np_rng"]
         torch.set_rng_state(ckpt["torch_rng"])

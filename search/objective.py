@@ -1,8 +1,8 @@
 """One trial: sample, check the budget, train with pruning, checkpoint, record.
 
 Per epoch (as optuna-examples' pytorch_checkpoint does): report the validation
-accuracy, save a resume checkpoint as an artifact and record its id, then ask the
-pruner. A trial retried after its worker died (RetryHeartbeatStaleTrialCallback
+accuracy, save a resume checkpoint as an artifact (every `--checkpoint-every` epochs) and
+record its id, then ask the pruner. A trial retried after its worker died (RetryHeartbeatStaleTrialCallback
 copies user attributes and intermediate values) finds that id and resumes at the
 epoch after it, as Ray Tune and Determined do.
 """
@@ -58,11 +58,19 @@ def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: (round(h[k], 5) if isinstance(h[k], float) else h[k]) for k in keep} for h in history]
 
 
+def checkpoint_due(epoch: int, saved: int, every: int, epochs: int, stopping: bool) -> bool:
+    """Whether `epoch` writes a resume checkpoint, the last one being after epoch `saved`: every
+    `every` epochs, so a retry redoes at most every-1; also when the worker is stopping, so a
+    clean stop loses nothing. The last epoch needs none: model.pt follows."""
+    return epoch < epochs and (epoch - saved >= every or stopping)
+
+
 class Objective:
     def __init__(self, definition: StudyDefinition, data: TrainData, device: torch.device, artifact_store,
                  study_name: str, should_stop: Callable[[], bool] = lambda: False, compile: bool = False,
-                 on_epoch: Callable[..., None] | None = None):
+                 on_epoch: Callable[..., None] | None = None, checkpoint_every: int = 1):
         self.definition, self.data, self.device = definition, data, device
+        self.checkpoint_every = checkpoint_every  # epochs between resume checkpoints (--checkpoint-every)
         self.store, self.study_name, self.should_stop = artifact_store, study_name, should_stop
         self.compile = compile
         self.on_epoch = on_epoch  # progress: (trial, epoch, epochs, metrics, seconds, epochs this run)
@@ -123,17 +131,19 @@ class Objective:
             return self._fail(trial, f"out of memory building the model: {str(e).splitlines()[0]}")
         resumed_from = self._resume(trial, trainer)
         previous = trial.user_attrs.get(RESUME_CHECKPOINT_ATTR)
+        saved = resumed_from  # the epoch a retry would resume after
         started = time.perf_counter()
 
         def on_epoch(epoch: int, metrics: dict[str, Any]) -> bool:
-            nonlocal previous
+            nonlocal previous, saved
             if metrics["val_acc"] is not None:  # None: no validation split (final training on all images)
                 trial.report(metrics["val_acc"], epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, epoch, recipe.epochs, metrics, time.perf_counter() - started,
                               epoch - resumed_from)
             trial.set_user_attr(CURVE_ATTR, _curve(trainer.history))
-            if epoch < recipe.epochs:
+            if checkpoint_due(epoch, saved, self.checkpoint_every, recipe.epochs, self.should_stop()):
+                saved = epoch
                 ckpt_id = upload_torch(self.store, trial, trainer.checkpoint(), f"resume-epoch{epoch}.pt", storage)
                 current = {"artifact_id": ckpt_id, "trial_id": trial._trial_id, "epoch": epoch}
                 trial.set_user_attr(RESUME_CHECKPOINT_ATTR, current)
@@ -210,13 +220,12 @@ class Objective:
         return trainer.epoch
 
     def _remove_own(self, trial: optuna.Trial, ref: dict[str, Any] | None) -> None:
-        """Delete a superseded resume checkpoint: this trial's own, or the one inherited from the
-        failed attempt it retries (only once this trial has a newer one or has finished, so a
-        retry that dies first still leaves it to the next). A finished attempt's record cannot
-        change, so for an inherited one only the file goes."""
+        """Delete a superseded resume checkpoint and its artifact rows: this trial's own, or the one
+        inherited from the failed attempt it retries (only once this trial has a newer one or has
+        finished, so a retry that dies first still leaves it to the next). The rows go from the
+        attempt that uploaded it and from the retries that copied them (storage/artifacts.py)."""
         if ref:
-            own = ref["trial_id"] == trial._trial_id
-            remove_artifact(self.store, trial.study._storage, ref["trial_id"], ref["artifact_id"], forget=own)
+            remove_artifact(self.store, trial.study._storage, ref["trial_id"], ref["artifact_id"])
 
     @staticmethod
     def _fail(trial: optuna.Trial, reason: str) -> float:

@@ -109,10 +109,11 @@ def run_slot(opts: WorkerOptions, device: str, opened: tuple | None = None) -> i
     if definition.final is not None:  # a `search finalize` study: fixed configurations, tested at the end
         from .finalize.objective import FinalObjective
         objective = FinalObjective(definition, data, dev, store, opts.study,
-                                   should_stop=stop, compile=opts.compile, on_epoch=progress, test=cifar.test)
+                                   should_stop=stop, compile=opts.compile, on_epoch=progress, test=cifar.test,
+                                   checkpoint_every=opts.checkpoint_every)
     else:
         objective = Objective(definition, data, dev, store, opts.study, should_stop=stop,
-                              compile=opts.compile, on_epoch=progress)
+                              compile=opts.compile, on_epoch=progress, checkpoint_every=opts.checkpoint_every)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     watch_stale_trials(study, opts.heartbeat, stop, opts.grace)
     hopeless = HopelessWatch(definition.budget, definition.max_macs)

@@ -211,11 +211,9 @@ def download_torch(store, artifact_id: str) -> dict[str, Any]:
                              f"({type(e).__name__})") from None
 
 
-def remove_artifact(store, storage: optuna.storages.BaseStorage, trial_id: int, artifact_id: str,
-                    forget: bool = True) -> None:
-    """Delete a superseded artifact the way optuna-dashboard does: the file, then (with
-    `forget`, for a trial still running) its metadata set to null so the dashboard stops
-    listing it. A finished trial's record cannot change: only its file goes."""
+def remove_artifact(store, storage: optuna.storages.BaseStorage, trial_id: int, artifact_id: str) -> None:
+    """Delete a superseded artifact: the file, then every metadata row that names it, so the
+    dashboard lists only files that exist (`trial_id`: the trial that uploaded it)."""
     from .retry import StoppedWaiting
     try:
         store.remove(artifact_id)
@@ -223,8 +221,33 @@ def remove_artifact(store, storage: optuna.storages.BaseStorage, trial_id: int, 
         raise
     except Exception:  # already gone (another process cleaned up): nothing to free
         pass
-    if forget:
-        storage.set_trial_system_attr(trial_id, ARTIFACT_ATTR_PREFIX + artifact_id, json.dumps(None))
+    forget_artifact(storage, trial_id, artifact_id)
+
+
+def forget_artifact(storage: optuna.storages.BaseStorage, trial_id: int, artifact_id: str) -> None:
+    """Delete the rows `artifacts:<id>` that Optuna's upload_artifact wrote on trial `trial_id`,
+    and the copies later trials hold (storage/requeue.py creates a retry with its failed
+    predecessor's system attributes, rows included).
+
+    Optuna internals, on purpose and only here: Optuna has no call that deletes a trial
+    attribute and refuses any write to a finished trial, which the failed attempt that uploaded
+    an inherited checkpoint is. optuna-dashboard's own delete sets the row to null, which works
+    on a running trial only and still leaves a null row per checkpoint for every reader of the
+    trial to load. So the rows are deleted from the RDB storage's table; `trial_id >=` keeps
+    the statement on the (trial_id, key) index. Another storage (in-memory, in tests) gets the
+    dashboard's null where Optuna allows it."""
+    key = ARTIFACT_ATTR_PREFIX + artifact_id
+    rdb = getattr(storage, "_backend", storage)  # the RDBStorage behind Optuna's cache wrapper
+    if isinstance(rdb, optuna.storages.RDBStorage):
+        from optuna.storages._rdb.models import TrialSystemAttributeModel as Row
+        from optuna.storages._rdb.storage import _create_scoped_session  # Optuna's commit and errors
+        with _create_scoped_session(rdb.scoped_session) as session:
+            session.query(Row).filter(Row.trial_id >= trial_id, Row.key == key).delete(synchronize_session=False)
+        return
+    try:
+        storage.set_trial_system_attr(trial_id, key, json.dumps(None))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
 
 
 def model_note(study: optuna.Study, trial: optuna.trial.FrozenTrial | None, flag: str | None = None) -> str | None:

@@ -124,7 +124,8 @@ def test_worker_options_reach_a_slot_whole():
     from core.settings import WorkerOptions, resolve
     argv = ["worker", "--study", "s", "--storage", "postgresql+psycopg2://u:pw@h/db", "--db-wait", "9",
             "--data-dir", "/d", "--artifacts", "s3://b/p", "--gpus", "none", "--per-gpu", "2", "--n-trials", "3",
-            "--timeout", "99.5", "--heartbeat", "7", "--grace", "30", "--compile", "--quiet", "--store-wait", "11"]
+            "--timeout", "99.5", "--heartbeat", "7", "--grace", "30", "--compile", "--quiet", "--store-wait", "11",
+            "--checkpoint-every", "4"]
     opts = WorkerOptions.from_args(resolve(build_parser().parse_args(argv)))
     defaults = WorkerOptions(study="s", storage="sqlite:///x.db")
     changed = {f.name for f in dataclasses.fields(opts) if getattr(opts, f.name) != getattr(defaults, f.name)}

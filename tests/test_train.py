@@ -196,12 +196,52 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(mini):
     assert all(torch.equal(result.best_state[k], straight.best_state[k]) for k in straight.best_state)
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_keeps_the_best_epochs_weights_stored_once(mini, ema):
+    """A checkpoint holds no second copy of the weights while the best epoch is the one just
+    trained; resumed from there or from a later epoch, the run's best weights are still exactly
+    the best epoch's."""
+    recipe = dataclasses.replace(QUICK, epochs=5, lr=0.3, ema_decay=ema)
+    straight = Trainer(TINY, recipe, mini, seed=1).run()
+    best_flags = [h["is_best"] for h in straight.history[:-1]]
+    stops = {flag: best_flags.index(flag) + 1 for flag in (True, False) if flag in best_flags}
+    assert set(stops) == {True, False}, straight.history  # this seed has both kinds of epoch to stop after
+    for best_is_current, stop in stops.items():
+        first = Trainer(TINY, recipe, mini, seed=1)
+        first.run(on_epoch=lambda epoch, m: epoch == stop)
+        buf = io.BytesIO()
+        torch.save(first.checkpoint(), buf)
+        buf.seek(0)
+        ckpt = torch.load(buf, weights_only=True)
+        assert ckpt["best_is_current"] == best_is_current
+        assert (ckpt["best_state"] is None) == best_is_current
+        resumed = Trainer(TINY, recipe, mini, seed=99)
+        resumed.load_checkpoint(ckpt)
+        result = resumed.run()
+        assert result.best_epoch == straight.best_epoch
+        assert all(torch.equal(result.best_state[k], straight.best_state[k]) for k in straight.best_state)
+
+
+def test_a_version_1_checkpoint_still_resumes(mini):
+    """Workers upgraded mid-study continue the trials older workers checkpointed."""
+    recipe = dataclasses.replace(QUICK, epochs=3)
+    straight = Trainer(TINY, recipe, mini, seed=1).run()
+    first = Trainer(TINY, recipe, mini, seed=1)
+    first.run(on_epoch=lambda epoch, m: epoch == 2)
+    v1 = {**first.checkpoint(), "format": "resnet-search/resume-v1", "best_state": first.best_state}
+    del v1["best_is_current"]
+    resumed = Trainer(TINY, recipe, mini, seed=99)
+    resumed.load_checkpoint(v1)
+    result = resumed.run()
+    assert all(torch.equal(result.best_state[k], straight.best_state[k]) for k in straight.best_state)
+
+
 def test_resume_checkpoint_of_another_run_is_refused_before_anything_loads(mini):
     buf = io.BytesIO()
     torch.save(Trainer(TINY, QUICK, mini, seed=1).checkpoint(), buf)
     buf.seek(0)
     ckpt = torch.load(buf, weights_only=True)  # as the objective reads it back
-    assert ckpt["format"] == "resnet-search/resume-v1" and ckpt["recipe"] == QUICK.to_dict()
+    assert ckpt["format"] == "resnet-search/resume-v2" and ckpt["recipe"] == QUICK.to_dict()
     # Same weight shapes, other activation: without the check this would load and train on silently.
     other_arch = dataclasses.replace(TINY, activation="silu")
     for arch, recipe, message in [(other_arch, QUICK, "another architecture (differs in activation)"),
@@ -213,7 +253,7 @@ def test_resume_checkpoint_of_another_run_is_refused_before_anything_loads(mini)
         assert fresh.epoch == 0 and all(torch.equal(before[k], v) for k, v in fresh.model.state_dict().items())
     # A checkpoint of an older version (no format) is refused too: the trial starts over.
     old = {k: v for k, v in ckpt.items() if k not in ("format", "architecture", "recipe")}
-    with pytest.raises(ValueError, match="not a resnet-search/resume-v1 checkpoint"):
+    with pytest.raises(ValueError, match="not a resnet-search/resume-v2 checkpoint"):
         Trainer(TINY, QUICK, mini).load_checkpoint(old)
 
 

@@ -1,11 +1,11 @@
 """What one ask+tell of a worker costs against the finished and RUNNING trials of a study.
 
 One study on a real PostgreSQL (tests/servers.py), our space and sampler (TPE, constant
-liar) and pruner (Hyperband). The history is written in bulk through the storage, not by
-running workers: F finished trials (random configurations of the default space, each with
-the user attributes a trained trial carries), then R RUNNING ones (no heartbeat, so the
-stale-trial rule leaves them alone) that look like a peer's trial in flight: its params, the
-relative params TPE shares for the constant liar, a curve, a Hyperband rung.
+liar) and pruner (Hyperband). The history is written by bulk INSERTs into Optuna's tables, not
+by running workers: F finished trials (random configurations of the default space, each with
+the user attributes a trained trial carries), then R RUNNING ones that look like a peer's
+trial in flight: its params, the relative params TPE shares for the constant liar, a curve, a
+Hyperband rung, and a heartbeat (dated a day ahead: the stale-trial check reads it, fails none).
 
 Per R, the same process runs the worker's per-trial path (`study.optimize(n_trials=1)`:
 the stale-trial check, ask with the WAITING pop, the objective's sampling and attributes,
@@ -13,14 +13,16 @@ one epoch's report and should_prune, tell, then the `--n-trials` check), once to
 cache (a worker's first trial reads the whole study; left out), then `--repeats` times,
 through two storages side by side:
 
-- optuna: Optuna's RDB cache as `optuna.load_study` builds it (what workers ran before);
-- snapshot: the worker's storage (storage/snapshot.py).
+- optuna: Optuna's RDB cache as `optuna.load_study` builds it, and Optuna's stale-trial check
+  (what workers ran before);
+- snapshot: the worker's storage (storage/snapshot.py, and storage/heartbeat.py's check).
 
     .venv/bin/python benchmarks/ask_cost.py --json benchmarks/results/ask_cost.json
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -103,6 +105,9 @@ def populate(storage, study: optuna.Study, definition: StudyDefinition, n: int, 
             rows["system"] += [{"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in t.system_attrs.items()]
             rows["steps"] += [{"trial_id": tid, "step": k, "intermediate_value": v, "intermediate_value_type": "FINITE"}
                               for k, v in t.intermediate_values.items()]
+        if state == TrialState.RUNNING:  # beating: every stale-trial check reads them (dated ahead so none goes stale)
+            c.execute(sqlalchemy.insert(models.TrialHeartbeatModel.__table__),
+                      [{"trial_id": ids[first + i], "heartbeat": now + dt.timedelta(days=1)} for i in range(n)])
         for key, model in (("params", models.TrialParamModel), ("values", models.TrialValueModel),
                            ("user", models.TrialUserAttributeModel), ("system", models.TrialSystemAttributeModel),
                            ("steps", models.TrialIntermediateValueModel)):
@@ -144,7 +149,11 @@ def one_trial(study: optuna.Study, definition: StudyDefinition) -> dict:
 
 def variants() -> dict:
     from storage.snapshot import worker_study_storage
-    return {"optuna": lambda rdb: rdb, "snapshot": worker_study_storage}
+
+    def before(rdb):
+        rdb._get_stale_trial_ids = functools.partial(optuna.storages.RDBStorage._get_stale_trial_ids, rdb)
+        return rdb  # optuna.load_study wraps it in Optuna's _CachedStorage
+    return {"optuna": before, "snapshot": worker_study_storage}
 
 
 def measure(url: str, variant: str, wrap, definition: StudyDefinition, repeats: int) -> dict:

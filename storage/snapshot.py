@@ -9,8 +9,8 @@ setting for this, so this subclass replaces only how the cache is brought up to 
 
 - a refresh asks the database which trials are new or changed state since the last one (one
   narrow query: ids only, and only the changed ones come back), reads those in full, and
-  re-reads in full at most REREAD_RUNNING of the RUNNING trials it has held longest, so a
-  peer's params and Hyperband rungs still reach this worker, a few at a time;
+  re-reads in full at most REREAD_RUNNING of the RUNNING trials it has held longest (not on
+  a WAITING pop), so a peer's params and Hyperband rungs still reach this worker, a few at a time;
 - the trial lists served between refreshes are at most REFRESH_SECONDS old, except that a
   read of WAITING trials (`study.ask` popping the queue) always refreshes first: a re-queued
   trial is picked up before a new one is sampled, as with Optuna's cache. Taking it stays
@@ -34,7 +34,7 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-REFRESH_SECONDS = 2.0   # how stale finished and new trials may be between WAITING pops
+REFRESH_SECONDS = 5.0   # how stale finished and new trials may be between WAITING pops
 REREAD_RUNNING = 20     # RUNNING trials re-read in full per refresh, those held longest first
 
 
@@ -77,8 +77,10 @@ class SnapshotStorage(_CachedStorage):
                                                    trial_id_greater_than=-1)
             else:
                 changed, new = self._changed(study_id, view)
-                held = sorted((i for i in view.unfinished if i not in changed and view.read_at[i] < view.refreshed_at),
-                              key=view.read_at.__getitem__)[:self.reread_running]
+                # Not on a pop: it needs the queue, and runs once per trial already.
+                held = [] if force else sorted(
+                    (i for i in view.unfinished if i not in changed and view.read_at[i] < view.refreshed_at),
+                    key=view.read_at.__getitem__)[:self.reread_running]
                 ids = changed | set(held)
                 trials = (self._backend._get_trials(study_id, states=None, included_trial_ids=ids,
                                                     trial_id_greater_than=view.max_id) if ids or new else [])

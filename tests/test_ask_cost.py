@@ -145,17 +145,26 @@ def test_a_peers_finished_trial_reaches_the_sampler_within_the_refresh_interval(
     assert [(t.number, t.value) for t in done] == [(0, 0.9)]
 
 
-def test_a_dead_workers_trial_is_failed_and_its_retry_taken_first(url):
-    dead = make_storage(url, heartbeat_interval=1, grace_period=2)
-    study = load_study(dead, STUDY)[0]
-    lost = study.ask()  # a worker that beats once, then dies
+def test_a_dead_workers_trial_is_failed_and_its_retry_taken_first(storage_url):
+    """The stale-trial rule through the worker's storage, with the check done in SQL
+    (storage/heartbeat.py): a trial whose heartbeat stopped is failed and re-queued, and its
+    retry is the next trial taken; a trial still beating, and one that never beat, stay RUNNING."""
+    create_study(make_storage(storage_url), STUDY, StudyDefinition())
+    dead = make_storage(storage_url, heartbeat_interval=1, grace_period=2)
+    peers = load_study(dead, STUDY)[0]
+    lost, live, silent = peers.ask(), peers.ask(), peers.ask()
     lost.suggest_float("x", 0.0, 1.0)
-    dead.record_heartbeat(lost._trial_id)
-    worker = worker_study(url, heartbeat_interval=1, grace_period=2)
-    assert worker.get_trials(deepcopy=False)[0].state == TrialState.RUNNING
-    time.sleep(3)
+    dead.record_heartbeat(lost._trial_id)  # a worker that beats once, then dies
+    worker = worker_study(storage_url, heartbeat_interval=1, grace_period=2)
+    assert [t.state for t in worker.get_trials(deepcopy=False)] == [TrialState.RUNNING] * 3
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:
+        dead.record_heartbeat(live._trial_id)
+        time.sleep(0.5)
     optuna.storages.fail_stale_trials(worker)  # as every worker does before each trial and in its watch
     retry = worker.ask()
-    assert worker._storage.get_trial(lost._trial_id).state == TrialState.FAIL
+    states = {t.number: worker._storage.get_trial(t._trial_id).state for t in (lost, live, silent)}
+    assert states == {lost.number: TrialState.FAIL, live.number: TrialState.RUNNING,
+                      silent.number: TrialState.RUNNING}
     queued = worker._storage.get_trial(retry._trial_id)
     assert queued.system_attrs.get("failed_trial") == lost.number and queued.params == lost.params

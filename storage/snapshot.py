@@ -19,11 +19,12 @@ setting for this, so this subclass replaces only how the cache is brought up to 
 How old each part of the view can be: finished and new trials, REFRESH_SECONDS; the contents
 of a trial still RUNNING (what it reported, its rungs), as read when this worker first saw it,
 renewed REREAD_RUNNING trials per refresh (every trial at every refresh while at most that
-many run). A single trial (`get_trial`) is read from the database as before, and writes are
-Optuna's own.
+many run); this process's own trials, current (its writes are copied into the view). A single
+trial (`get_trial`) is read from the database as before, and writes are Optuna's own.
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Container
 
@@ -63,7 +64,52 @@ class SnapshotStorage(_CachedStorage):
             if states is not None:
                 trials = [t for t in trials if t.state in states]
             trials = sorted(trials, key=lambda t: t.number)  # samplers expect number order
-            return _deepcopy(trials) if deepcopy else trials
+            return copy.deepcopy(trials) if deepcopy else trials
+
+    # This process's own writes reach its view at once, as Optuna's cache re-read showed them:
+    # an attribute, param or reported value is copied into the cached trial (the database
+    # took it), and a state change refreshes the view at its next read (its `--n-trials`
+    # check counts the trial it just ended; a popped trial is RUNNING).
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float, distribution) -> None:
+        super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        self._write_through(trial_id, lambda t: (
+            setattr(t, "_params", {**t._params, param_name: distribution.to_external_repr(param_value_internal)}),
+            setattr(t, "_distributions", {**t._distributions, param_name: distribution})))
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value) -> None:
+        super().set_trial_user_attr(trial_id, key, value)
+        self._write_through(trial_id, lambda t: setattr(t, "_user_attrs", {**t._user_attrs, key: value}))
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value) -> None:
+        super().set_trial_system_attr(trial_id, key, value)
+        self._write_through(trial_id, lambda t: setattr(t, "_system_attrs", {**t._system_attrs, key: value}))
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        self._write_through(trial_id, lambda t: setattr(t, "intermediate_values",
+                                                        {**t.intermediate_values, step: intermediate_value}))
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        try:
+            return super().set_trial_state_values(trial_id, state=state, values=values)
+        finally:
+            with self._lock:
+                where = self._trial_id_to_study_id_and_number.get(trial_id)
+                if where is not None and where[0] in self._views:
+                    self._views[where[0]].refreshed_at = float("-inf")
+
+    def _write_through(self, trial_id: int, update) -> None:
+        with self._lock:
+            where = self._trial_id_to_study_id_and_number.get(trial_id)
+            if where is None:
+                return
+            trials = self._studies[where[0]].trials
+            cached = trials.get(where[1])
+            if cached is None or cached.state.is_finished():
+                return
+            fresh = copy.copy(cached)  # lists already handed out keep the old object
+            update(fresh)
+            trials[where[1]] = fresh
 
     def _refresh(self, study_id: int, force: bool) -> None:
         with self._lock:
@@ -107,11 +153,6 @@ class SnapshotStorage(_CachedStorage):
             rows = session.query(trial.trial_id).filter(trial.study_id == study_id, sqlalchemy.or_(*conditions)).all()
         ids = {r[0] for r in rows}
         return {i for i in ids if i <= view.max_id}, any(i > view.max_id for i in ids)
-
-
-def _deepcopy(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    import copy
-    return copy.deepcopy(trials)
 
 
 def worker_study_storage(storage):

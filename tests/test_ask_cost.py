@@ -13,6 +13,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search.definition import StudyDefinition, create_study, load_study
+from search.trials import trained_trials
 from storage.database import make_storage, quiet_optuna
 from storage.snapshot import REREAD_RUNNING, SnapshotStorage
 
@@ -143,6 +144,21 @@ def test_a_peers_finished_trial_reaches_the_sampler_within_the_refresh_interval(
     time.sleep(storage.refresh_seconds)
     done = worker._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=False)
     assert [(t.number, t.value) for t in done] == [(0, 0.9)]
+
+
+def test_what_this_worker_writes_and_ends_is_in_its_next_read(url):
+    """Its own trial is current in the view at once: `--n-trials` counts the trial just ended
+    (not REFRESH_SECONDS later, after starting one more), and a value it just recorded on its
+    running trial is there (finalize reads its own result back before the trial ends)."""
+    worker = worker_study(url)
+    worker.get_trials(deepcopy=False)  # a fresh view: nothing below is due for a refresh
+    worker.optimize(objective, n_trials=1)
+    assert trained_trials(worker) == 1
+    trial = worker.ask()
+    trial.set_user_attr("test_acc", 0.9)
+    trial.report(0.5, 1)
+    [running] = worker.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert running.user_attrs["test_acc"] == 0.9 and running.intermediate_values == {1: 0.5}
 
 
 def test_a_dead_workers_trial_is_failed_and_its_retry_taken_first(storage_url):

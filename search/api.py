@@ -95,8 +95,10 @@ def check_work(storage, study_name: str, opts: WorkerOptions) -> WorkStart:
     from storage.retry import DatabaseRetry
     from .eta import say_if_target_reached
     from .worker import check_workable
+    from storage.snapshot import worker_study_storage
     db = DatabaseRetry(opts.db_wait, study_name)
-    study, definition = db.call(load_study, storage, study_name)
+    # The worker's view of the trials (storage/snapshot.py): a one-slot worker trains on this study.
+    study, definition = db.call(load_study, worker_study_storage(storage), study_name)
     check_workable(definition)
     ensure_cifar10(opts.data_dir)
     if definition.final is not None:  # its queue is all there is: no queue, no work (Optuna would sample)

@@ -19,6 +19,7 @@ from objectives.prepare import prepare_data
 from storage.artifacts import RetryingStore, open_artifact_store
 from storage.database import make_storage, quiet_optuna
 from storage.errors import StoreUnavailable, transient_database_error
+from storage.snapshot import worker_study_storage
 
 from storage.retry import DatabaseRetry, StoppedWaiting, StoreRetry
 from .definition import load_study
@@ -88,13 +89,15 @@ def run_slot(opts: WorkerOptions, device: str, opened: tuple | None = None) -> i
     stop = StopFlag()
     stop.install()
     db = DatabaseRetry(opts.db_wait, opts.study, should_stop=stop)
-    if opened is not None:
+    if opened is not None:  # opened by the start-up checks, on the worker's view (search/api.py)
         storage, study, definition = opened
     else:
         try:
             storage = make_storage(opts.storage, heartbeat_interval=opts.heartbeat, grace_period=opts.grace,
                                    wait=opts.db_wait)
-            study, definition = db.call(load_study, storage, opts.study)
+            # Its trial lists come from a cache whose refreshes do not grow with the trials
+            # RUNNING (storage/snapshot.py): a fleet of workers keeps each ask well under a second.
+            study, definition = db.call(load_study, worker_study_storage(storage), opts.study)
         except StoppedWaiting:
             return 0
         check_workable(definition)

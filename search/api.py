@@ -237,10 +237,9 @@ def export(storage, study_name: str, out: str | Path, format_name: str, artifact
 def report(storage, study_name: str, out: str | Path, artifacts: str | None = None) -> list[Path]:
     """Plots and summary.md of the study in `out` (a folder whose parent exists): the search's
     own, its Pareto front, and its finalize results where there are some."""
-    from storage.artifacts import model_note
     from .finalize import companion, final_results
     from .pareto import write_front_section
-    from .report import write_report
+    from .report import model_note, write_report
     from .tables import final_markdown
     study, definition = load_study(storage, study_name)
     files = write_report(study, definition, out, model_note(study, best_feasible(study), artifacts))

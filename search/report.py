@@ -25,7 +25,7 @@ from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 from .definition import StudyDefinition  # noqa: E402
 from .status import summarize  # noqa: E402
-from core.trials import PARAMS_ATTR, STATE_NAMES, counts_as_trained, feasible_trials, is_infeasible  # noqa: E402
+from core.trials import MODEL_ARTIFACT_ATTR, PARAMS_ATTR, STATE_NAMES, counts_as_trained, feasible_trials, is_infeasible  # noqa: E402
 
 SIZE, DPI = (8, 4.5), 110
 
@@ -239,3 +239,20 @@ def write_report(study: optuna.Study, definition: StudyDefinition, out: str | Pa
     plot_importances(study, files[3])
     write_summary(study, definition, files[4], model_note)
     return files
+
+
+def model_note(study: optuna.Study, trial: optuna.trial.FrozenTrial | None, flag: str | None = None) -> str | None:
+    """Where `trial`'s model.pt lives, and whether the store still holds it (for reports)."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+    from storage.artifacts import open_artifact_store, resolve_artifact_location
+    artifact = trial.user_attrs.get(MODEL_ARTIFACT_ATTR) if trial else None
+    if not artifact:
+        return None
+    location = resolve_artifact_location(flag, study)
+    try:
+        store = open_artifact_store(flag, create=False, study=study)
+        store.open_reader(artifact).close()
+        found = "present"
+    except (ValueError, FileNotFoundError, ArtifactNotFound):
+        found = "MISSING"
+    return f"`model.pt` ({artifact}) in {location}: {found} (`search export-best` writes it out)"

@@ -20,7 +20,6 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
 from core.settings import ARTIFACTS_ENV, artifacts_location
-from core.trials import MODEL_ARTIFACT_ATTR
 
 from .errors import StoreUnavailable
 
@@ -248,19 +247,3 @@ def forget_artifact(storage: optuna.storages.BaseStorage, trial_id: int, artifac
         storage.set_trial_system_attr(trial_id, key, json.dumps(None))
     except optuna.exceptions.UpdateFinishedTrialError:
         pass
-
-
-def model_note(study: optuna.Study, trial: optuna.trial.FrozenTrial | None, flag: str | None = None) -> str | None:
-    """Where `trial`'s model.pt lives, and whether the store still holds it (for reports)."""
-    from optuna.artifacts.exceptions import ArtifactNotFound
-    artifact = trial.user_attrs.get(MODEL_ARTIFACT_ATTR) if trial else None
-    if not artifact:
-        return None
-    location = resolve_artifact_location(flag, study)
-    try:
-        store = open_artifact_store(flag, create=False, study=study)
-        store.open_reader(artifact).close()
-        found = "present"
-    except (ValueError, FileNotFoundError, ArtifactNotFound):
-        found = "MISSING"
-    return f"`model.pt` ({artifact}) in {location}: {found} (`search export-best` writes it out)"

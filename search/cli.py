@@ -122,8 +122,9 @@ def cmd_create(args: argparse.Namespace, storage=None) -> int:
     study = create_study(storage or _storage(args), args.study, definition)
     if store is not None:  # remembered: workers and readers need no flag
         remember_location(study, location_of(store))
-    print(f"study {study.study_name}: budget {definition.budget:,}, {definition.epochs} epochs, "
-          f"val {definition.val_size}, pruner {definition.pruner}, sampler {definition.sampler}")
+    print(f"study {study.study_name}: budget {definition.budget:,}, {_count(definition.epochs, 'epoch')}, "
+          f"val {definition.val_size}, seed {definition.seed}, pruner {definition.pruner}, sampler {definition.sampler}",
+          flush=True)  # a log or pipe sees it now, not after the first trial
     return 0
 
 
@@ -185,7 +186,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from search.status import format_summary, summarize
     from search.finalize import companion, final_results, format_final
     study, definition = load_study(storage, args.study)
-    summary = summarize(study)
+    summary = summarize(study, definition)
     final = companion(storage, study, definition)  # this finalize study, or the search's S.final
     if final is not None:
         # "final": this study's own runs (its values are test accuracies); "finalized": S.final's
@@ -257,18 +258,20 @@ def cmd_export_best(args: argparse.Namespace) -> int:
             from search.trials import best_feasible
             chosen = best_feasible(study, args.max_params, args.max_macs)
             if chosen is None:
-                limits = " and ".join(f"{v:,} {k}" for k, v in (("params", args.max_params), ("MACs", args.max_macs)) if v)
+                limits = " and ".join(_count(v, k) for k, v in (("parameter", args.max_params), ("MAC", args.max_macs)) if v)
                 raise ValueError(f"study {args.study!r} has no completed trial within {limits}")
     data, checkpoint = export_best(study, args.artifacts, args.out, args.format, chosen, force=args.force)
     m = data["metrics"]
-    val = f"val_acc {m['val_acc']:.4f}" if m.get("val_acc") is not None else "no validation split"
+    from search.trials import accuracy_label
+    flip = bool(data["recipe"].get("tta_flip", False))  # the file's recipe: what its search and final run used
+    val = accuracy_label("val", m["val_acc"], flip) if m.get("val_acc") is not None else "no validation split"
     print(f"exported trial {data['trial']} of {data['study']}: {val}, {m['params']:,} params -> {args.out}"
           + (f" ({args.format}; checkpoint {checkpoint})" if checkpoint != Path(args.out) else ""))
     if "final" in data:
         f = data["final"]
         print(f"  final run of trial {f['source_trial']} of {f['source_study']} (search rank {f['search_rank']}), seed "
-              f"{f['seed']}, {f['training']['epochs']} epochs on {f['training']['train_images']:,} images; "
-              f"test_acc {m['test_acc']:.4f}; chosen by {how}")
+              f"{f['seed']}, {_count(f['training']['epochs'], 'epoch')} on {_count(f['training']['train_images'], 'image')}; "
+              f"{accuracy_label('test', m['test_acc'], flip)}; chosen by {how}")
     if args.evaluate:
         from search.evaluation import describe_flip, flip_averaging
         tta, why = flip_averaging(data, args.tta)
@@ -340,9 +343,9 @@ def cmd_finalize(args: argparse.Namespace) -> int:
           f" x up to {_count(args.seeds, 'seed')}) on {data}" +
           ("" if args.epochs else f"; epochs: {EPOCHS_FACTOR} x the search's, or a published recipe's own"))
     for rank, trial, epochs in configs:
-        print(f"  search rank {rank}: trial {trial}, {epochs} epochs")
+        print(f"  search rank {rank}: trial {trial}, {_count(epochs, 'epoch')}")
     for name, epochs, narrowed_from in hand:
-        print(f"  baseline {name} with its published recipe, {epochs} epochs" +
+        print(f"  baseline {name} with its published recipe, {_count(epochs, 'epoch')}" +
               (f" (narrowed from {narrowed_from:,} parameters to the budget)" if narrowed_from else ""))
     from search.definition import DEFINITION_ATTR
     for name in study.user_attrs[DEFINITION_ATTR]["final"].get("baselines_over_budget", []):
@@ -352,7 +355,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    from search.progress import plural
+    return plural(n, noun)
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:

@@ -61,11 +61,12 @@ def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class Objective:
     def __init__(self, definition: StudyDefinition, data: TrainData, device: torch.device, artifact_store,
                  study_name: str, should_stop: Callable[[], bool] = lambda: False, compile: bool = False,
-                 on_epoch: Callable[..., None] | None = None):
+                 on_epoch: Callable[..., None] | None = None, on_start: Callable[..., None] | None = None):
         self.definition, self.data, self.device = definition, data, device
         self.store, self.study_name, self.should_stop = artifact_store, study_name, should_stop
         self.compile = compile
         self.on_epoch = on_epoch  # progress: (trial, epoch, epochs, metrics, seconds, epochs this run)
+        self.on_start = on_start  # progress: (trial, epochs, user attributes) once it is sampled and fits
         self.current_trial_id: int | None = None  # the trial in flight, for the worker's fault handling
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -115,6 +116,8 @@ class Objective:
         trial.set_user_attr(RECIPE_ATTR, recipe.to_dict())
         trial.set_user_attr(DEVICE_ATTR, device_name(self.device))
         trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+        if self.on_start is not None:
+            self.on_start(trial.number, recipe.epochs, trial.user_attrs)
         storage = trial.study._storage
         try:
             trainer = Trainer(arch, recipe, self.data, self.device, seed=trial.user_attrs.get(SEED_ATTR, d.seed + trial.number),

@@ -10,6 +10,11 @@ from typing import Any, Callable, Iterator, TextIO
 PLAIN_EVERY_SECONDS = 10.0  # a log gets a line this often, not one per batch
 
 
+def plural(n: int, noun: str) -> str:
+    """`1 trial`, `2 trials`, `1,000 images`."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def format_duration(seconds: float) -> str:
     """12 s, 3 min 05 s, 2 h 10 min: short enough for a progress line."""
     seconds = max(0, int(round(seconds)))
@@ -27,6 +32,17 @@ class EpochPrinter:
 
     def __init__(self, study: str, quiet: bool = False, out: TextIO | None = None):
         self.study, self.quiet, self.out = study, quiet, out
+
+    def started(self, trial: int, epochs: int, user_attrs: dict[str, Any]) -> None:
+        """`[demo] trial 3 started: adamw lr 0.002, batch 128; ...; 52,194 params, 2 epochs`: said at once,
+        so a first epoch that takes minutes on a busy CPU is not minutes of silence."""
+        if self.quiet:
+            return
+        from .trials import PARAMS_ATTR
+        config = describe_config(user_attrs)
+        print(f"[{self.study}] trial {trial} started: {config + '; ' if config else ''}"
+              f"{user_attrs.get(PARAMS_ATTR, 0):,} params, {plural(epochs, 'epoch')}",
+              file=self.out or sys.stdout, flush=True)
 
     def __call__(self, trial: int, epoch: int, epochs: int, metrics: dict[str, Any], seconds_so_far: float,
                  epochs_this_run: int) -> None:

@@ -57,6 +57,19 @@ INFEASIBLE_STATE = "infeasible"
 STATE_NAMES = ("complete", "pruned", INFEASIBLE_STATE, "fail", "running", "waiting")  # as status and report list them
 
 
+def flip_averaged(user_attrs: dict) -> bool:
+    """Whether the trial's accuracies average each image with its mirror: its recipe's tta_flip,
+    which training's validation, a final run's test and `search evaluate` all follow."""
+    recipe = user_attrs.get(RECIPE_ATTR) or user_attrs.get(FIXED_RECIPE_ATTR) or {}
+    return bool(recipe.get("tta_flip", False))
+
+
+def accuracy_label(split: str, value: float, flip: bool) -> str:
+    """`val acc 0.5360 (flip averaging on)`: every accuracy a command prints names its split and
+    whether flip averaging made it (the same model scores differently with and without)."""
+    return f"{split} acc {value:.4f} (flip averaging {'on' if flip else 'off'})"
+
+
 def is_infeasible(trial: FrozenTrial) -> bool:
     """Over the budget: sampled and counted, never built or trained. Optuna's own rule (any
     constraint > 0), so this agrees with `study.best_trial`; the objective records the

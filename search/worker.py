@@ -29,11 +29,11 @@ from .dbretry import DatabaseRetry, StoppedWaiting, StoreRetry
 from .definition import load_study
 from .objective import Objective, TrialFailed, WorkerStopping
 from .options import to_json
-from .progress import EpochPrinter, describe_config
+from .progress import EpochPrinter, describe_config, plural
 from .requeue import MAX_STALE_RETRIES, needs_retry, requeue, requeue_orphans
 from .settings import WORKER_OPTIONS_ENV, WorkerOptions
-from .trials import (FAIL_REASON_ATTR, MACS_ATTR, PARAMS_ATTR, REQUEUED_ATTR, SECONDS_ATTR, TEST_ACC_ATTR, VAL_ACC_ATTR, counts_as_trained,
-                     is_infeasible, trained_trials)
+from .trials import (FAIL_REASON_ATTR, MACS_ATTR, PARAMS_ATTR, RECIPE_ATTR, REQUEUED_ATTR, SECONDS_ATTR, TEST_ACC_ATTR, VAL_ACC_ATTR,
+                     accuracy_label, counts_as_trained, flip_averaged, is_infeasible, trained_trials)
 
 
 class StopFlag:
@@ -71,8 +71,17 @@ def _log_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         what = f"failed: {a.get(FAIL_REASON_ATTR) or 'see the log'}"
     else:
         value = t.value if t.state == TrialState.COMPLETE else (max(t.intermediate_values.values()) if t.intermediate_values else float('nan'))
-        metric = TEST_ACC_ATTR if TEST_ACC_ATTR in a else VAL_ACC_ATTR  # a final run's value is its test accuracy
-        what = f"{t.state.name.lower()} {metric} {value:.4f}, {a.get(PARAMS_ATTR, 0):,} params, {a.get(SECONDS_ATTR, 0):.0f} s"
+        if TEST_ACC_ATTR in a:  # a final run's value is its test accuracy
+            accuracy = accuracy_label("test", value, flip_averaged(a))
+            if a.get(VAL_ACC_ATTR) is not None:
+                accuracy = accuracy_label("val", a[VAL_ACC_ATTR], flip_averaged(a)) + ", " + accuracy
+        else:
+            accuracy = accuracy_label("val", value, flip_averaged(a))
+        state = t.state.name.lower()
+        if t.state == TrialState.PRUNED and t.intermediate_values:
+            epochs = (a.get(RECIPE_ATTR) or {}).get("epochs")
+            state += f" after epoch {max(t.intermediate_values)}" + (f" of {epochs}" if epochs else "")
+        what = f"{state}, {accuracy}, {a.get(PARAMS_ATTR, 0):,} params, {a.get(SECONDS_ATTR, 0):.0f} s"
         config = describe_config(a)
         what += f" ({config})" if config else ""
     print(f"[{study.study_name}] trial {t.number}: {what}", flush=True)
@@ -122,6 +131,9 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     except StoppedWaiting:
         return 0
     check_workable(definition)
+    # Said before the seconds (a minute on a busy machine) of reading and splitting CIFAR-10.
+    print(f"[{opts.study}] loading CIFAR-10 ({plural(definition.val_size, 'validation image')} held out, "
+          f"seed {definition.seed})", flush=True)
     cifar = load_cifar10(opts.data_dir)
     data = prepare_data(cifar, definition.val_size, definition.seed, definition.train_limit)
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
@@ -133,10 +145,11 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     if definition.final is not None:  # a `search finalize` study: fixed configurations, tested at the end
         from .finalize import FinalObjective
         objective = FinalObjective(definition, data, dev, store, opts.study,
-                                   should_stop=stop, compile=opts.compile, on_epoch=progress, test=cifar.test)
+                                   should_stop=stop, compile=opts.compile, on_epoch=progress, test=cifar.test,
+                                   on_start=progress.started)
     else:
         objective = Objective(definition, data, dev, store, opts.study, should_stop=stop,
-                              compile=opts.compile, on_epoch=progress)
+                              compile=opts.compile, on_epoch=progress, on_start=progress.started)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     watch_stale_trials(study, opts.heartbeat, stop, opts.grace)
     hopeless = HopelessWatch(definition.budget, definition.max_macs)
@@ -205,6 +218,8 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
                 objective.current_trial_id = None
         if hopeless.message:
             raise ValueError(hopeless.message)
+        if deadline is not None and time.monotonic() >= deadline and not stop() and not target_reached():
+            print(f"[{opts.study}] {timeout_line(db.call(trained_trials, study), opts.n_trials)}", flush=True)
     except StoppedWaiting:
         print(f"[{opts.study}] stopped while the database was unreachable; its trial is re-queued once "
               f"the database is back and the grace period has passed", flush=True)
@@ -213,6 +228,12 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     # Stopped by a signal: 128 + its number, as a shell reports a killed process, so a scheduler
     # (Slurm's requeue, a Job's restart) reads "interrupted, run me again", not "finished".
     return 128 + stop.signum if stop.signum else 0
+
+
+def timeout_line(trained: int, target: int | None) -> str:
+    """What a worker says when its --timeout, not its target, ended the search."""
+    of = f" of {target}" if target is not None else ""
+    return f"stopped by --timeout after {trained}{of} {'trial' if (target or trained) == 1 else 'trials'}"
 
 
 HOPELESS_STREAK = 200  # infeasible samples in a row, with no feasible trial in the study, before giving up

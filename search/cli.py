@@ -381,7 +381,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     print(f"optuna-dashboard for study {args.study}: http://127.0.0.1:{args.port}/dashboard/studies/"
           f"{study._study_id} (no authentication; Ctrl-C stops it)", flush=True)
     # Loopback only: the dashboard has no authentication (reach it from elsewhere by SSH tunnel).
-    serve(storage, store, "127.0.0.1", args.port)
+    serve(storage, store, "127.0.0.1", args.port, args.verbose)
     return 0
 
 
@@ -594,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--port", type=int_in(1, 65_535), default=DASHBOARD_PORT, help="port to listen on (default %(default)s)")
+    s.add_argument("--verbose", action="store_true", help="print every HTTP request the dashboard answers (default: off)")
     s.set_defaults(func=cmd_dashboard)
 
     s = sub.add_parser("report", help="PNG plots and a Markdown summary of a study")

@@ -28,7 +28,8 @@ from storage.errors import StoreUnavailable
 
 from .dbretry import StoppedWaiting
 from .definition import StudyDefinition
-from .trials import (ARCHITECTURE_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, MACS_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
+from .progress import describe_arch, describe_recipe
+from .trials import (ARCHITECTURE_ATTR, ARCHITECTURE_TEXT_ATTR, RECIPE_TEXT_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, MACS_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
                      FIXED_ARCH_ATTR, FIXED_RECIPE_ATTR, IMAGES_PER_SECOND_ATTR, INFEASIBLE_ATTR, MACS_ATTR, MODEL_ARTIFACT_ATTR,
                      PARAMS_ATTR, RECIPE_ATTR, REQUEUED_ATTR, RESUME_CHECKPOINT_ATTR, RESUME_ERROR_ATTR,
                      RESUMED_FROM_EPOCH_ATTR, SECONDS_ATTR, SEED_ATTR, WORKER_ATTR)
@@ -114,6 +115,8 @@ class Objective:
             return 0.0
         trial.set_user_attr(ARCHITECTURE_ATTR, arch.to_dict())
         trial.set_user_attr(RECIPE_ATTR, recipe.to_dict())
+        trial.set_user_attr(ARCHITECTURE_TEXT_ATTR, describe_arch(arch.to_dict()))
+        trial.set_user_attr(RECIPE_TEXT_ATTR, describe_recipe(recipe.to_dict()))
         trial.set_user_attr(DEVICE_ATTR, device_name(self.device))
         trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
         if self.on_start is not None:

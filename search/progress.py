@@ -81,6 +81,40 @@ def progress(total: int, desc: str, unit: str = "img", out: TextIO | None = None
     yield advance
 
 
+def describe_arch(arch: dict[str, Any]) -> str:
+    """An architecture in one line a person reads, as the dashboard shows it:
+    `3 stages: 1x16 basic F3 K1, 2x32 basic F3 K1, 1x48 basic F3 K1; stem 3x3; pool 8; relu`."""
+    stages = ", ".join(f"{s['blocks']}x{s['channels']} {s.get('block', 'basic')} F{s['conv_kernel']} K{s['skip_kernel']}"
+                       for s in arch["stages"])
+    extras = [f"stem {arch.get('stem_kernel', 3)}x{arch.get('stem_kernel', 3)}"
+              + (f" width {arch['stem_width']}" if arch.get("stem_width") else ""),
+              f"pool {arch.get('pool_kernel')}", arch.get("activation", "relu")]
+    extras += [f"SE 1/{arch['se_ratio']}"] if arch.get("se_ratio") else []
+    extras += [f"dropout {arch['block_dropout']:g} in blocks"] if arch.get("block_dropout") else []
+    extras += [f"dropout {arch['head_dropout']:g} before the classifier"] if arch.get("head_dropout") else []
+    return f"{plural(len(arch['stages']), 'stage')}: {stages}; " + "; ".join(extras)
+
+
+def describe_recipe(recipe: dict[str, Any]) -> str:
+    """A training recipe in one line: `adamw lr 0.0021, momentum 0.9, weight decay 0.0001, batch 128,
+    onecycle, 2 epochs; crop pad 4 reflect, flip; label smoothing 0.1; flip averaging on`."""
+    parts = [f"{recipe['optimizer']} lr {recipe['lr']:.3g}, momentum {recipe.get('momentum', 0):g}, "
+             f"weight decay {recipe.get('weight_decay', 0):g}, batch {recipe['batch_size']}, {recipe.get('schedule')}, "
+             f"{plural(recipe.get('epochs') or 0, 'epoch')}"]
+    augment = [f"crop pad {recipe['crop_padding']} {recipe.get('padding_mode', '')}".rstrip()] if recipe.get("crop_padding") else []
+    augment += ["flip"] if recipe.get("flip") else []
+    augment += [f"cutout {recipe['cutout']}"] if recipe.get("cutout") else []
+    augment += [f"mixup {recipe['mixup_alpha']:g}"] if recipe.get("mixup_alpha") else []
+    augment += [f"rotation {recipe['rotation_degrees']:g} deg"] if recipe.get("rotation_degrees") else []
+    parts.append(", ".join(augment) or "no augmentation")
+    parts += [f"label smoothing {recipe['label_smoothing']:g}"] if recipe.get("label_smoothing") else []
+    parts += [f"EMA {recipe['ema_decay']:g}"] if recipe.get("ema_decay") else []
+    parts += [f"grad clip {recipe.get('grad_clip_mode')} {recipe.get('grad_clip_max'):g}"] \
+        if recipe.get("grad_clip_mode", "none") != "none" else []
+    parts.append(f"flip averaging {'on' if recipe.get('tta_flip') else 'off'}")
+    return "; ".join(parts)
+
+
 def describe_config(user_attrs: dict[str, Any]) -> str:
     """What the sampler chose, short: `adamw lr 0.002, batch 128; 4 basic stages, widths 16-96`."""
     from .trials import ARCHITECTURE_ATTR, RECIPE_ATTR  # imports optuna: evaluate/predict never need it

@@ -17,6 +17,9 @@ INFEASIBLE_ATTR = "infeasible"        # the reason an over-budget sample was not
 # ... for a sample within the budget, as it trains:
 ARCHITECTURE_ATTR = "architecture"    # ArchConfig.to_dict()
 RECIPE_ATTR = "recipe"                # Recipe.to_dict()
+# ... the same two as one line each, for a person reading the dashboard's user attributes
+ARCHITECTURE_TEXT_ATTR = "architecture (readable)"
+RECIPE_TEXT_ATTR = "recipe (readable)"
 DEVICE_ATTR = "device"
 WORKER_ATTR = "worker"                # {"host", "pid"}
 CURVE_ATTR = "curve"                  # per-epoch metrics so far

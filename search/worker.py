@@ -32,6 +32,7 @@ from .options import to_json
 from .progress import EpochPrinter, describe_config, plural
 from .requeue import MAX_STALE_RETRIES, needs_retry, requeue, requeue_orphans
 from .settings import WORKER_OPTIONS_ENV, WorkerOptions
+from .threads import fit_threads_to_load
 from .trials import (FAIL_REASON_ATTR, MACS_ATTR, PARAMS_ATTR, RECIPE_ATTR, REQUEUED_ATTR, SECONDS_ATTR, TEST_ACC_ATTR, VAL_ACC_ATTR,
                      accuracy_label, counts_as_trained, flip_averaged, is_infeasible, trained_trials)
 
@@ -137,6 +138,8 @@ def run_slot(opts: WorkerOptions, device: str) -> int:
     cifar = load_cifar10(opts.data_dir)
     data = prepare_data(cifar, definition.val_size, definition.seed, definition.train_limit)
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
+    if busy := fit_threads_to_load(dev.type):
+        print(f"[{opts.study}] {busy}", flush=True)
     data = data.to(dev)  # once per worker, not once per trial
     progress = EpochPrinter(opts.study, opts.quiet)
     # Every artifact read, write and delete rides out store faults for --store-wait.

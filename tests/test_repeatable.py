@@ -74,3 +74,12 @@ def test_the_worker_says_it_loads_data_starts_a_trial_and_that_the_timeout_stopp
     status = search("status", "--study", "late", env=env).stdout
     assert "a worker started again (the same command) goes on" in status, status
     assert len(load(env["SEARCH_STORAGE"], "late").get_trials(states=(TrialState.COMPLETE,))) == 1
+
+
+def test_a_busy_cpu_trains_with_one_thread_unless_omp_num_threads_says(monkeypatch):
+    from search.threads import busy_cpu_threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert busy_cpu_threads(cpus=2, load=9.0) == 1  # others hold the cores: one thread
+    assert busy_cpu_threads(cpus=2, load=1.0) is None and busy_cpu_threads(cpus=1, load=9.0) is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert busy_cpu_threads(cpus=2, load=9.0) is None  # the user's choice stands

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from core.settings import CIFAR10_TRAIN_IMAGES, DEFAULT_BUDGET, DEFAULT_SEED, DEFAULT_VAL_SIZE, WorkerOptions
 from core.trials import FIXED_RECIPE_ATTR, OUTSIDE_SPACE_ATTR, PRESET_ATTR, PUBLISHED_ATTR, best_feasible
 from .definition import StudyDefinition, StudyNotFound, load_study
+from .progress import plural
 from .strategies import DEFAULT_PRUNER, DEFAULT_SAMPLER
 
 
@@ -185,7 +186,7 @@ def status(storage, study_name: str) -> tuple[dict[str, Any], dict[str, Any] | N
     from .finalize import companion, final_results
     from .status import summarize
     study, definition = load_study(storage, study_name)
-    summary = summarize(study)
+    summary = summarize(study, definition)
     final = companion(storage, study, definition)  # this finalize study, or the search's S.final
     results = final_results(*final) if final is not None else None
     if results is not None:
@@ -226,7 +227,7 @@ def export(storage, study_name: str, out: str | Path, format_name: str, artifact
         if max_params or max_macs:
             chosen = best_feasible(study, max_params, max_macs)
             if chosen is None:
-                limits = " and ".join(f"{v:,} {k}" for k, v in (("params", max_params), ("MACs", max_macs)) if v)
+                limits = " and ".join(plural(v, k) for k, v in (("parameter", max_params), ("MAC", max_macs)) if v)
                 raise ValueError(f"study {study_name!r} has no completed trial within {limits}")
     data, checkpoint = export_best(study, artifacts, out, format_name, chosen, force=force)
     return Exported(data, Path(checkpoint), how)

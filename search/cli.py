@@ -14,6 +14,7 @@ from core.settings import (ARTIFACTS_HELP, DASHBOARD_PORT, DATA_DIR_DEFAULT, DEF
                              DEFAULT_SEED, DEFAULT_VAL_SIZE, EXIT_TRANSIENT, EXIT_USER_ERROR, FINALIZE_SEEDS, FINALIZE_TOP, INTERACTIVE_DB_WAIT,
                              MAX_DB_WAIT, STORAGE_DEFAULT, WAITING_COMMANDS, WORKER_DB_WAIT, WorkerOptions, debug,
                              resolve)
+from search.progress import plural
 from search.strategies import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 
 
@@ -105,8 +106,9 @@ def cmd_create(args: argparse.Namespace, storage=None) -> int:
     definition = _definition(args)
     # --artifacts: flag or $SEARCH_ARTIFACTS (settings.resolve), checked before the study is made
     study = create(storage or _storage(args), args.study, definition, args.artifacts)
-    print(f"study {study.study_name}: budget {definition.budget:,}, {definition.epochs} epochs, "
-          f"val {definition.val_size}, pruner {definition.pruner}, sampler {definition.sampler}")
+    print(f"study {study.study_name}: budget {definition.budget:,}, {plural(definition.epochs, 'epoch')}, "
+          f"val {definition.val_size}, seed {definition.seed}, pruner {definition.pruner}, sampler {definition.sampler}",
+          flush=True)  # a log or pipe sees it now, not after the first trial
     return 0
 
 
@@ -160,17 +162,19 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 def cmd_export_best(args: argparse.Namespace) -> int:
     storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
     from search.api import export
+    from core.trials import accuracy_label
     result = export(storage, args.study, args.out, args.format, args.artifacts, args.final, args.max_params,
                     args.max_macs, args.force)
     data, m = result.data, result.data["metrics"]
-    val = f"val_acc {m['val_acc']:.4f}" if m.get("val_acc") is not None else "no validation split"
+    flip = bool(data["recipe"].get("tta_flip", False))  # the file's recipe: what its search and final run used
+    val = accuracy_label("val", m["val_acc"], flip) if m.get("val_acc") is not None else "no validation split"
     print(f"exported trial {data['trial']} of {data['study']}: {val}, {m['params']:,} params -> {args.out}"
           + (f" ({args.format}; checkpoint {result.checkpoint})" if result.checkpoint != Path(args.out) else ""))
     if "final" in data:
         f = data["final"]
         print(f"  final run of trial {f['source_trial']} of {f['source_study']} (search rank {f['search_rank']}), seed "
-              f"{f['seed']}, {f['training']['epochs']} epochs on {f['training']['train_images']:,} images; "
-              f"test_acc {m['test_acc']:.4f}; chosen by {result.chosen_by}")
+              f"{f['seed']}, {plural(f['training']['epochs'], 'epoch')} on {plural(f['training']['train_images'], 'image')}; "
+              f"{accuracy_label('test', m['test_acc'], flip)}; chosen by {result.chosen_by}")
     if args.evaluate:
         from search.evaluation import describe_flip, flip_averaging
         from search.export import test_accuracy
@@ -208,7 +212,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_finalize(args: argparse.Namespace) -> int:
     from search.api import finalize
     from search.finalize import EPOCHS_FACTOR
-    from search.tables import plural
     names = None
     if args.baselines is not None:
         from search.baselines import parse_names
@@ -226,9 +229,9 @@ def cmd_finalize(args: argparse.Namespace) -> int:
           f" x up to {plural(args.seeds, 'seed')}) on {data}" +
           ("" if args.epochs else f"; epochs: {EPOCHS_FACTOR} x the search's, or a published recipe's own"))
     for rank, trial, epochs in configs:
-        print(f"  search rank {rank}: trial {trial}, {epochs} epochs")
+        print(f"  search rank {rank}: trial {trial}, {plural(epochs, 'epoch')}")
     for name, epochs, narrowed_from in hand:
-        print(f"  baseline {name} with its published recipe, {epochs} epochs" +
+        print(f"  baseline {name} with its published recipe, {plural(epochs, 'epoch')}" +
               (f" (narrowed from {narrowed_from:,} parameters to the budget)" if narrowed_from else ""))
     for name in over_budget:
         print(f"  baseline {name}: not trained, over the budget even at the narrowest widths")
@@ -257,7 +260,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     print(f"optuna-dashboard for study {args.study}: http://127.0.0.1:{args.port}/dashboard/studies/"
           f"{study._study_id} (no authentication; Ctrl-C stops it)", flush=True)
     # Loopback only: the dashboard has no authentication (reach it from elsewhere by SSH tunnel).
-    serve(storage, store, "127.0.0.1", args.port)
+    serve(storage, store, "127.0.0.1", args.port, args.verbose)
     return 0
 
 
@@ -470,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--port", type=int_in(1, 65_535), default=DASHBOARD_PORT, help="port to listen on (default %(default)s)")
+    s.add_argument("--verbose", action="store_true", help="print every HTTP request the dashboard answers (default: off)")
     s.set_defaults(func=cmd_dashboard)
 
     s = sub.add_parser("report", help="PNG plots and a Markdown summary of a study")

@@ -28,7 +28,8 @@ from storage.errors import StoreUnavailable
 
 from storage.retry import StoppedWaiting
 from .definition import StudyDefinition
-from core.trials import (ARCHITECTURE_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, MACS_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
+from .progress import describe_arch, describe_recipe
+from core.trials import (ARCHITECTURE_ATTR, ARCHITECTURE_TEXT_ATTR, RECIPE_TEXT_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, MACS_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
                      FIXED_ARCH_ATTR, FIXED_RECIPE_ATTR, IMAGES_PER_SECOND_ATTR, INFEASIBLE_ATTR, MACS_ATTR, MODEL_ARTIFACT_ATTR,
                      PARAMS_ATTR, RECIPE_ATTR, REQUEUED_ATTR, RESUME_CHECKPOINT_ATTR, RESUME_ERROR_ATTR,
                      RESUMED_FROM_EPOCH_ATTR, SECONDS_ATTR, SEED_ATTR, WORKER_ATTR)
@@ -68,12 +69,14 @@ def checkpoint_due(epoch: int, saved: int, every: int, epochs: int, stopping: bo
 class Objective:
     def __init__(self, definition: StudyDefinition, data: TrainData, device: torch.device, artifact_store,
                  study_name: str, should_stop: Callable[[], bool] = lambda: False, compile: bool = False,
-                 on_epoch: Callable[..., None] | None = None, checkpoint_every: int = 1):
+                 on_epoch: Callable[..., None] | None = None, on_start: Callable[..., None] | None = None,
+                 checkpoint_every: int = 1):
         self.definition, self.data, self.device = definition, data, device
         self.checkpoint_every = checkpoint_every  # epochs between resume checkpoints (--checkpoint-every)
         self.store, self.study_name, self.should_stop = artifact_store, study_name, should_stop
         self.compile = compile
         self.on_epoch = on_epoch  # progress: (trial, epoch, epochs, metrics, seconds, epochs this run)
+        self.on_start = on_start  # progress: (trial, epochs, user attributes) once it is sampled and fits
         self.current_trial_id: int | None = None  # the trial in flight, for the worker's fault handling
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -121,8 +124,12 @@ class Objective:
             return 0.0
         trial.set_user_attr(ARCHITECTURE_ATTR, arch.to_dict())
         trial.set_user_attr(RECIPE_ATTR, recipe.to_dict())
+        trial.set_user_attr(ARCHITECTURE_TEXT_ATTR, describe_arch(arch.to_dict()))
+        trial.set_user_attr(RECIPE_TEXT_ATTR, describe_recipe(recipe.to_dict()))
         trial.set_user_attr(DEVICE_ATTR, device_name(self.device))
         trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+        if self.on_start is not None:
+            self.on_start(trial.number, recipe.epochs, trial.user_attrs)
         storage = trial.study._storage
         try:
             trainer = Trainer(arch, recipe, self.data, self.device, seed=trial.user_attrs.get(SEED_ATTR, d.seed + trial.number),

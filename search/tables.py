@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .progress import plural
+
 Row = dict[str, Any]
 
 
@@ -32,11 +34,6 @@ def markdown_table(columns: list[Column], rows: list[Row]) -> list[str]:
     lines = ["| " + " | ".join(c.header for c in columns) + " |",
              "|" + "|".join("---:" if c.align == ">" else "---" for c in columns) + "|"]
     return lines + ["| " + " | ".join(c.cell(r) for c in columns) + " |" for r in rows]
-
-
-def plural(n: int, noun: str) -> str:
-    """`1 trial`, `2 trials`."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 # ---- finalize results (search/finalize/results.py) ------------------------------------------

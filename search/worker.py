@@ -15,20 +15,22 @@ import torch
 from optuna.trial import TrialState
 
 from objectives.data import load_cifar10
+from core.settings import WorkerOptions
+from core.trials import (FAIL_REASON_ATTR, MACS_ATTR, PARAMS_ATTR, RECIPE_ATTR, REQUEUED_ATTR, SECONDS_ATTR, TEST_ACC_ATTR,
+                         VAL_ACC_ATTR, accuracy_label, flip_averaged, is_infeasible, trained_trials)
 from objectives.prepare import prepare_data
 from storage.artifacts import RetryingStore, open_artifact_store
 from storage.database import make_storage, quiet_optuna
 from storage.errors import StoreUnavailable, transient_database_error
+from storage.requeue import MAX_STALE_RETRIES, needs_retry, requeue
+from storage.retry import DatabaseRetry, StoppedWaiting, StoreRetry
 from storage.snapshot import worker_study_storage
 
-from storage.retry import DatabaseRetry, StoppedWaiting, StoreRetry
 from .definition import load_study
 from .objective import Objective, TrialFailed, WorkerStopping
-from .progress import EpochPrinter, describe_config
+from .progress import EpochPrinter, describe_config, plural
 from .recovery import ended_elsewhere, recover_interrupted, requeue_trial, watch_stale_trials
-from storage.requeue import MAX_STALE_RETRIES, needs_retry, requeue
-from core.settings import WorkerOptions
-from core.trials import (FAIL_REASON_ATTR, MACS_ATTR, PARAMS_ATTR, REQUEUED_ATTR, SECONDS_ATTR, TEST_ACC_ATTR, VAL_ACC_ATTR, is_infeasible, trained_trials)
+from .threads import fit_threads_to_load
 
 
 class StopFlag:
@@ -66,8 +68,17 @@ def _log_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         what = f"failed: {a.get(FAIL_REASON_ATTR) or 'see the log'}"
     else:
         value = t.value if t.state == TrialState.COMPLETE else (max(t.intermediate_values.values()) if t.intermediate_values else float('nan'))
-        metric = TEST_ACC_ATTR if TEST_ACC_ATTR in a else VAL_ACC_ATTR  # a final run's value is its test accuracy
-        what = f"{t.state.name.lower()} {metric} {value:.4f}, {a.get(PARAMS_ATTR, 0):,} params, {a.get(SECONDS_ATTR, 0):.0f} s"
+        if TEST_ACC_ATTR in a:  # a final run's value is its test accuracy
+            accuracy = accuracy_label("test", value, flip_averaged(a))
+            if a.get(VAL_ACC_ATTR) is not None:
+                accuracy = accuracy_label("val", a[VAL_ACC_ATTR], flip_averaged(a)) + ", " + accuracy
+        else:
+            accuracy = accuracy_label("val", value, flip_averaged(a))
+        state = t.state.name.lower()
+        if t.state == TrialState.PRUNED and t.intermediate_values:
+            epochs = (a.get(RECIPE_ATTR) or {}).get("epochs")
+            state += f" after epoch {max(t.intermediate_values)}" + (f" of {epochs}" if epochs else "")
+        what = f"{state}, {accuracy}, {a.get(PARAMS_ATTR, 0):,} params, {a.get(SECONDS_ATTR, 0):.0f} s"
         config = describe_config(a)
         what += f" ({config})" if config else ""
     print(f"[{study.study_name}] trial {t.number}: {what}", flush=True)
@@ -101,9 +112,14 @@ def run_slot(opts: WorkerOptions, device: str, opened: tuple | None = None) -> i
         except StoppedWaiting:
             return 0
         check_workable(definition)
+    # Said before the seconds (a minute on a busy machine) of reading and splitting CIFAR-10.
+    print(f"[{opts.study}] loading CIFAR-10 ({plural(definition.val_size, 'validation image')} held out, "
+          f"seed {definition.seed})", flush=True)
     cifar = load_cifar10(opts.data_dir)
     data = prepare_data(cifar, definition.val_size, definition.seed, definition.train_limit)
     dev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
+    if busy := fit_threads_to_load(dev.type):
+        print(f"[{opts.study}] {busy}", flush=True)
     data = data.to(dev)  # once per worker, not once per trial
     progress = EpochPrinter(opts.study, opts.quiet)
     # Every artifact read, write and delete rides out store faults for --store-wait.
@@ -113,10 +129,10 @@ def run_slot(opts: WorkerOptions, device: str, opened: tuple | None = None) -> i
         from .finalize.objective import FinalObjective
         objective = FinalObjective(definition, data, dev, store, opts.study,
                                    should_stop=stop, compile=opts.compile, on_epoch=progress, test=cifar.test,
-                                   checkpoint_every=opts.checkpoint_every)
+                                   on_start=progress.started, checkpoint_every=opts.checkpoint_every)
     else:
-        objective = Objective(definition, data, dev, store, opts.study, should_stop=stop,
-                              compile=opts.compile, on_epoch=progress, checkpoint_every=opts.checkpoint_every)
+        objective = Objective(definition, data, dev, store, opts.study, should_stop=stop, compile=opts.compile,
+                              on_epoch=progress, on_start=progress.started, checkpoint_every=opts.checkpoint_every)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     watch_stale_trials(study, opts.heartbeat, stop, opts.grace)
     hopeless = HopelessWatch(definition.budget, definition.max_macs)
@@ -185,6 +201,8 @@ def run_slot(opts: WorkerOptions, device: str, opened: tuple | None = None) -> i
                 objective.current_trial_id = None
         if hopeless.message:
             raise ValueError(hopeless.message)
+        if deadline is not None and time.monotonic() >= deadline and not stop() and not target_reached():
+            print(f"[{opts.study}] {timeout_line(db.call(trained_trials, study), opts.n_trials)}", flush=True)
     except StoppedWaiting:
         print(f"[{opts.study}] stopped while the database was unreachable; its trial is re-queued once "
               f"the database is back and the grace period has passed", flush=True)
@@ -193,6 +211,12 @@ def run_slot(opts: WorkerOptions, device: str, opened: tuple | None = None) -> i
     # Stopped by a signal: 128 + its number, as a shell reports a killed process, so a scheduler
     # (Slurm's requeue, a Job's restart) reads "interrupted, run me again", not "finished".
     return 128 + stop.signum if stop.signum else 0
+
+
+def timeout_line(trained: int, target: int | None) -> str:
+    """What a worker says when its --timeout, not its target, ended the search."""
+    of = f" of {target}" if target is not None else ""
+    return f"stopped by --timeout after {trained}{of} {'trial' if (target or trained) == 1 else 'trials'}"
 
 
 HOPELESS_STREAK = 200  # infeasible samples in a row, with no feasible trial in the study, before giving up

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: no authentication)")
     p.add_argument("--port", type=int, default=DASHBOARD_PORT)
     p.add_argument("--db-wait", type=float, default=WORKER_DB_WAIT, metavar="SEC")
+    p.add_argument("--verbose", action="store_true", help="print every HTTP request (default: off)")
     return p
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"dashboard: error: {e}", file=sys.stderr)
         return 1
-    serve(storage, store, args.host, args.port)
+    serve(storage, store, args.host, args.port, args.verbose)
     return 0
 
 
@@ -66,11 +67,16 @@ def check_port(host: str, port: int) -> None:
             raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e} (choose another --port)") from None
 
 
-def serve(storage, store, host: str, port: int) -> None:
+def serve(storage, store, host: str, port: int, verbose: bool = False) -> None:
     """optuna-dashboard over `storage` with `store` (directory or S3), so artifacts download;
-    `search dashboard` and this module's entry point (Kubernetes) both serve through here."""
-    from optuna_dashboard import run_server
-    run_server(storage, host=host, port=port, artifact_store=store)
+    `search dashboard` and this module's entry point (Kubernetes) both serve through here.
+
+    `optuna_dashboard.run_server` is its WSGI app under bottle's `run`, which prints every HTTP
+    request (the page polls: about one line a second); the same two pieces with bottle's own
+    `quiet` print none of them unless `verbose`."""
+    from bottle import run
+    from optuna_dashboard import wsgi
+    run(wsgi(storage, artifact_store=store), host=host, port=port, quiet=not verbose)
 
 
 if __name__ == "__main__":

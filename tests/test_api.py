@@ -61,7 +61,7 @@ def test_status_pareto_and_export_read_what_trials_recorded(storage, tmp_path):
     summary, final = api.status(storage, "s")
     assert summary["counts"]["complete"] == 2 and summary["best"]["trial"] == 1 and final is None
     assert [r["trial"] for r in api.pareto(storage, "s")["params"]] == [1]
-    with pytest.raises(ValueError, match="no completed trial within 100,000 params"):
+    with pytest.raises(ValueError, match="no completed trial within 100,000 parameters"):
         api.export(storage, "s", tmp_path / "b.pt", "checkpoint", max_params=100_000)
     with pytest.raises(ValueError, match="no study named 'nope'"):
         api.status(storage, "nope")

@@ -53,7 +53,7 @@ def test_finalize_trains_k_by_n_runs_resumes_a_killed_one_and_exports(env, tmp_p
                                f"weights_only=True); print(d['trial'], d['metrics']['params'])"],
                               env=env, capture_output=True, text=True, check=True).stdout.split()
     assert int(exported[0]) == small.number and int(exported[1]) <= limit
-    assert "within 1 params" in one_line_error(search("export-best", "--study", "s", "--storage", url, "--max-params",
+    assert "within 1 parameter" in one_line_error(search("export-best", "--study", "s", "--storage", url, "--max-params",
                                                       "1", "--out", str(tmp_path / "x.pt"), env=env, check=False))
 
     # finalize only enqueues: top 2 configurations x 2 seeds, 4 epochs each (the search ran 2).

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from search.baselines import compare
 from search.finalize import select_winner
-from search.tables import BASELINE_COLUMNS, SEARCHED_COLUMNS, final_markdown, final_text, plural
+from search.progress import plural
+from search.tables import BASELINE_COLUMNS, SEARCHED_COLUMNS, final_markdown, final_text
 
 
 def config(trial: int, rank: int, val: float, tests: list[float]) -> dict:

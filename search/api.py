@@ -178,6 +178,22 @@ def enqueue_preset(storage, study_name: str, preset: str, with_recipe: bool = Fa
     return Enqueued(preset, n, attrs.get(FIXED_RECIPE_ATTR))
 
 
+# ---- dashboard ------------------------------------------------------------------------------
+
+def dashboard(storage, study_name: str | None = None, artifacts: str | None = None):
+    """The artifact store the dashboard serves downloads from, and the page to open: one
+    study's (its remembered store), or the storage's list of studies (the store they all
+    remember). Without the store the dashboard lists artifacts but refuses each download."""
+    from storage.artifacts import open_artifact_store
+    from storage.dashboard import remembered_location
+    if study_name is None:
+        from core.settings import given_artifacts
+        return open_artifact_store(given_artifacts(artifacts) or remembered_location(storage), create=False), "dashboard/"
+    study, _ = load_study(storage, study_name)
+    store = open_artifact_store(artifacts, create=False, study=study)  # a directory or S3, as workers write
+    return store, f"dashboard/studies/{study._study_id}"
+
+
 # ---- status, pareto -------------------------------------------------------------------------
 
 def status(storage, study_name: str) -> tuple[dict[str, Any], dict[str, Any] | None]:

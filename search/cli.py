@@ -248,19 +248,16 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from search.definition import load_study
+    from search.api import dashboard
     from storage.dashboard import check_port, serve
-    from storage.artifacts import open_artifact_store
     storage = _storage(args, existing=True)
-    study, _ = load_study(storage, args.study)
-    # The artifact store is what makes each trial's model.pt downloadable: without it the
-    # dashboard lists the artifacts but answers HTTP 400 to a download.
-    store = open_artifact_store(args.artifacts, create=False, study=study)  # a directory or S3, as workers write
-    check_port("127.0.0.1", args.port)  # a port in use is one line, before anything is printed
-    print(f"optuna-dashboard for study {args.study}: http://127.0.0.1:{args.port}/dashboard/studies/"
-          f"{study._study_id} (no authentication; Ctrl-C stops it)", flush=True)
-    # Loopback only: the dashboard has no authentication (reach it from elsewhere by SSH tunnel).
-    serve(storage, store, "127.0.0.1", args.port, args.verbose)
+    store, page = dashboard(storage, args.study, args.artifacts)
+    check_port(args.host, args.port)  # a port in use is one line, before anything is printed
+    what = f"study {args.study}" if args.study else "every study of the storage"
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"optuna-dashboard for {what}: http://{shown}:{args.port}/{page} (no authentication; Ctrl-C stops it)",
+          flush=True)
+    serve(storage, store, args.host, args.port, args.verbose)
     return 0
 
 
@@ -469,7 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("dashboard", help="serve optuna-dashboard for a study, checkpoints downloadable, on this machine")
-    s.add_argument("--study", required=True, help="the study to open")
+    s.add_argument("--study", help="the study to open (default: the list of every study in the storage)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default %(default)s: this machine only; the dashboard has no "
+                        "authentication, so reach it from elsewhere by an SSH tunnel or kubectl port-forward)")
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--port", type=int_in(1, 65_535), default=DASHBOARD_PORT, help="port to listen on (default %(default)s)")

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
-from pathlib import Path
 
-import optuna
 import pytest
 import torch
 from optuna.trial import TrialState

@@ -6,7 +6,6 @@ other tasks run on. A `scancel` of one task or of the array sticks: nothing come
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 

@@ -16,6 +16,7 @@ RUN if [ -n "${TORCH_INDEX_URL}" ]; then pip install --index-url "${TORCH_INDEX_
 WORKDIR /opt/resnet-search
 COPY pyproject.toml README.md ./
 COPY objectives ./objectives
+COPY core ./core
 COPY search ./search
 COPY storage ./storage
 RUN pip install . && rm -rf /root/.cache

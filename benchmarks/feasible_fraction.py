@@ -21,7 +21,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from objectives import count_params  # noqa: E402
 from objectives.space import ArchSpace, sample_arch  # noqa: E402
-from search.trials import BUDGET_CONSTRAINT  # noqa: E402
+from core.trials import BUDGET_CONSTRAINT  # noqa: E402
 
 
 def run(sampler: optuna.samplers.BaseSampler, trials: int, budget: int, fit: bool) -> list[int]:

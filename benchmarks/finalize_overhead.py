@@ -35,7 +35,7 @@ from objectives.model import build  # noqa: E402
 from objectives.inference import Classifier, evaluate  # noqa: E402
 from objectives.prepare import prepare_data  # noqa: E402
 from objectives.train import train  # noqa: E402
-from search.trials import FIXED_RECIPE_ATTR, SEED_ATTR  # noqa: E402
+from core.trials import FIXED_RECIPE_ATTR, SEED_ATTR  # noqa: E402
 
 SPACE = {
     "arch": {"num_stages": [2, 3], "blocks": [1, 1], "channels": [16, 32], "conv_kernels": [3], "skip_kernels": [1],

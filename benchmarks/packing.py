@@ -30,7 +30,7 @@ from objectives import count_params  # noqa: E402
 from objectives.recipe import sample_recipe  # noqa: E402
 from objectives.space import SearchSpace, sample_arch  # noqa: E402
 from search.definition import StudyDefinition, create_study  # noqa: E402
-from search.trials import SECONDS_ATTR, counts_as_trained  # noqa: E402
+from core.trials import SECONDS_ATTR, counts_as_trained  # noqa: E402
 
 
 def typical_params(space: SearchSpace, budget: int, n: int, seed: int) -> list[dict]:

@@ -41,7 +41,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from search.baselines import compare  # noqa: E402
 from search.finalize import select_winner, final_results  # noqa: E402
-from search.trials import ARCHITECTURE_ATTR, RECIPE_ATTR, counts_as_trained, is_infeasible  # noqa: E402
+from core.trials import ARCHITECTURE_ATTR, RECIPE_ATTR, counts_as_trained, is_infeasible  # noqa: E402
 
 REBUILD = REPO.parent / "shared" / "tools" / "cifar10_batches.py"
 SEARCH = [sys.executable, "-m", "search"]

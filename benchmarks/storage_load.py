@@ -50,7 +50,7 @@ from objectives.counting import count_macs, count_params  # noqa: E402
 from objectives.recipe import sample_recipe  # noqa: E402
 from objectives.space import sample_arch  # noqa: E402
 from search.definition import StudyDefinition, create_study, load_study  # noqa: E402
-from search.trials import (ARCHITECTURE_ATTR, BUDGET_CONSTRAINT, CURVE_ATTR, MACS_ATTR, PARAMS_ATTR,  # noqa: E402
+from core.trials import (ARCHITECTURE_ATTR, BUDGET_CONSTRAINT, CURVE_ATTR, MACS_ATTR, PARAMS_ATTR,  # noqa: E402
                            RECIPE_ATTR, RESUME_CHECKPOINT_ATTR, WORKER_ATTR)
 from storage.artifacts import remove_artifact  # noqa: E402
 from storage.database import make_storage, quiet_optuna  # noqa: E402

@@ -3,7 +3,8 @@ sizes and learning rates scaled to the training-set size.
 
 Why scale rather than reject: the channel lists must reach the published designs (512 wide
 stages at 5M), but drawn independently per stage they make most samples several times
-over the budget (79% at 5M, 96% at 1M, >99% at 250k measured with random sampling). An
+over the budget (72% at 5M, 96% at 1M, 100% at 250k of 50 random samples each;
+benchmarks/results/feasible_fraction_unfitted.json). An
 over-budget sample is shrunk instead: every stage width is multiplied by one common factor
 and rounded down to a width of the space's list, the largest such factor that fits. So the
 relative shape the sampler chose survives, the result still uses widths from the list

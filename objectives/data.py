@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search.settings import DATA_DIR_ENV, data_dir as resolve_data_dir  # flag > $SEARCH_DATA_DIR > ./data, declared once
+from core.settings import DATA_DIR_ENV, data_dir as resolve_data_dir  # flag > $SEARCH_DATA_DIR > ./data, declared once
 
 from .safe_pickle import BadPickle, UnsafePickleError, load_dict
 

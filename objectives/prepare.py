@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from search.settings import DEFAULT_SEED, DEFAULT_VAL_SIZE
+from core.settings import DEFAULT_SEED, DEFAULT_VAL_SIZE
 
 from .data import Cifar10, Split
 

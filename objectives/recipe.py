@@ -11,16 +11,18 @@ from typing import Any
 
 from .architecture import fields_from_dict
 from .checks import boolean, choice, low_high, non_empty_list, number
+from .clipping import GRAD_CLIPPERS
 from .optimizers import OPTIMIZERS as OPTIMIZER_REGISTRY, get_optimizer
+from .schedule import SCHEDULES as SCHEDULE_REGISTRY
 from .trial_like import TrialLike, suggest_choice, suggest_range
 
 OPTIMIZERS = tuple(OPTIMIZER_REGISTRY)  # names; each optimizer is declared once, in optimizers.py
-SCHEDULES = ("onecycle", "cosine", "step", "constant", "multistep")
+SCHEDULES = tuple(SCHEDULE_REGISTRY)  # names; each schedule is declared once, in schedule.py
 # What a study searches by default: multistep came later (for He et al.'s recipe), and a
 # default space that grew would no longer match the studies stored with the old one.
 SEARCHED_SCHEDULES = ("onecycle", "cosine", "step", "constant")
 PADDING_MODES = ("reflect", "zeros")
-GRAD_CLIP_MODES = ("none", "norm", "value")
+GRAD_CLIP_MODES = tuple(GRAD_CLIPPERS)  # names; declared once, in clipping.py
 USES_MOMENTUM = tuple(name for name, spec in OPTIMIZER_REGISTRY.items() if spec.uses_momentum)
 MAX_LR = 100.0            # far above any optimizer's useful peak: larger is a typo
 MAX_EPOCHS = 10_000

@@ -25,6 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from . import augment
 from .architecture import ArchConfig
 from .checkpoint import check_resume, resume_file
+from .clipping import GRAD_CLIPPERS
 from .data import Split
 from .inference import Classifier, autocast, evaluate
 from .model import build
@@ -90,6 +91,7 @@ class Trainer:
         self.batch_size = min(recipe.batch_size, n)
         self.steps_per_epoch = n // self.batch_size  # drop the ragged last batch: static shapes
         self.optimizer = make_optimizer(self.model, recipe, self.device)
+        self.clip_gradients = GRAD_CLIPPERS[recipe.grad_clip_mode]  # None: no clipping
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, partial(lr_factor, recipe, self.steps_per_epoch))
         self.gen = torch.Generator(device=self.device).manual_seed(seed)  # shuffles and augmentation
@@ -122,10 +124,8 @@ class Trainer:
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=r.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if r.grad_clip_mode == "norm":
-                nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip_max)
-            elif r.grad_clip_mode == "value":
-                nn.utils.clip_grad_value_(model.parameters(), r.grad_clip_max)
+            if self.clip_gradients is not None:
+                self.clip_gradients(model.parameters(), r.grad_clip_max)
             self.optimizer.step()
             self.scheduler.step()
             if self.ema is not None:

@@ -95,15 +95,3 @@ def compare(winner: dict[str, Any] | None, baselines: list[dict[str, Any]]) -> d
             "difference": winner["single_view_mean"] - best["single_view_mean"],
             "interval": welch_interval(w, b), "confidence": CONFIDENCE,
             "interval_method": "Welch's t (unequal variances) over the seeds of each side"}
-
-
-def format_comparison(c: dict[str, Any] | None) -> str:
-    if c is None:
-        return "    gain over the baselines: needs a finished searched configuration and a finished baseline"
-    iv = c["interval"]
-    ci = (f"{CONFIDENCE:.0%} CI [{iv['low'] * 100:+.2f}, {iv['high'] * 100:+.2f}] (Welch's t)" if iv else
-          "no interval: needs at least 2 seeds on each side")
-    return (f"    gain of the searched winner (trial {c['winner_trial']}, selected by {c['winner_selected_by']}) over "
-            f"the best baseline ({c['best_baseline']}), test accuracy without flip averaging: "
-            f"{c['difference'] * 100:+.2f} points ({c['winner_mean']:.4f} vs {c['baseline_mean']:.4f}, "
-            f"{c['winner_seeds']} vs {c['baseline_seeds']} seeds), {ci}")

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from search.options import add_flags, int_in, positive_int, seconds
-from search.settings import (ARTIFACTS_HELP, CIFAR10_TRAIN_IMAGES, DASHBOARD_PORT, DATA_DIR_DEFAULT, DEFAULT_BUDGET,
+from core.options import add_flags, int_in, positive_int, seconds
+from core.settings import (ARTIFACTS_HELP, DASHBOARD_PORT, DATA_DIR_DEFAULT, DEFAULT_BUDGET,
                              DEFAULT_SEED, DEFAULT_VAL_SIZE, EXIT_TRANSIENT, EXIT_USER_ERROR, FINALIZE_SEEDS, FINALIZE_TOP, INTERACTIVE_DB_WAIT,
                              MAX_DB_WAIT, STORAGE_DEFAULT, WAITING_COMMANDS, WORKER_DB_WAIT, WorkerOptions, debug,
                              resolve)
+from search.progress import plural
 from search.strategies import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 
 
@@ -95,146 +96,64 @@ def _storage(args: argparse.Namespace, heartbeat: bool = False, existing: bool =
 
 
 def _definition(args: argparse.Namespace):
-    import dataclasses
-    from objectives.space import SearchSpace
-    from search.definition import StudyDefinition
-    if args.space:
-        space = SearchSpace.from_json(_read(args.space))
-    else:  # the default ranges, with batch sizes and EMA a short run can use (objectives/budget.py)
-        from objectives.budget import fit_recipe_space
-        n_train = min(args.train_limit or CIFAR10_TRAIN_IMAGES, CIFAR10_TRAIN_IMAGES - args.val_size)
-        default = SearchSpace().recipe
-        space = SearchSpace(recipe=fit_recipe_space(default, n_train, args.epochs or default.epochs[1]))
-    if args.epochs is not None:
-        space = dataclasses.replace(space, recipe=dataclasses.replace(space.recipe, epochs=(args.epochs, args.epochs)))
-    return StudyDefinition(space=space, budget=args.budget, val_size=args.val_size, seed=args.seed,
-                           train_limit=args.train_limit, pruner=args.pruner, sampler=args.sampler,
-                           max_macs=args.max_macs)
+    from search.api import short_run_definition
+    return short_run_definition(_read(args.space) if args.space else None, args.budget, args.epochs, args.val_size,
+                                args.seed, args.train_limit, args.pruner, args.sampler, args.max_macs)
 
 
 def cmd_create(args: argparse.Namespace, storage=None) -> int:
-    from search.definition import create_study
+    from search.api import create
     definition = _definition(args)
-    store = None
-    if args.artifacts:  # flag or $SEARCH_ARTIFACTS (settings.resolve): checked before the study is made
-        from storage.artifacts import location_of, open_artifact_store, remember_location
-        store = open_artifact_store(args.artifacts)
-    study = create_study(storage or _storage(args), args.study, definition)
-    if store is not None:  # remembered: workers and readers need no flag
-        remember_location(study, location_of(store))
-    print(f"study {study.study_name}: budget {definition.budget:,}, {definition.epochs} epochs, "
-          f"val {definition.val_size}, pruner {definition.pruner}, sampler {definition.sampler}")
+    # --artifacts: flag or $SEARCH_ARTIFACTS (settings.resolve), checked before the study is made
+    study = create(storage or _storage(args), args.study, definition, args.artifacts)
+    print(f"study {study.study_name}: budget {definition.budget:,}, {plural(definition.epochs, 'epoch')}, "
+          f"val {definition.val_size}, seed {definition.seed}, pruner {definition.pruner}, sampler {definition.sampler}",
+          flush=True)  # a log or pipe sees it now, not after the first trial
     return 0
 
 
-def _worker_options(args: argparse.Namespace) -> WorkerOptions:
-    """The worker's options; bad ones (a bad --gpus, more slots than the host runs) refused
-    before anything is touched."""
+def _worker_options(args: argparse.Namespace):
+    """The worker's options and slots, refused if bad before anything is touched."""
+    from search.api import check_worker_options
     opts = WorkerOptions.from_args(args)
-    from search.worker import slots
-    slots(opts.gpus, opts.per_gpu)
-    return opts
+    return opts, check_worker_options(opts)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    opts = _worker_options(args)
+    opts, plan = _worker_options(args)
+    from search.api import work
     # a worker joins a study that exists: a mistyped path or URL creates no database
-    return _work(args, opts, _storage(args, heartbeat=True, existing=True))
-
-
-def _work(args: argparse.Namespace, opts: WorkerOptions, storage) -> int:
-    """`search worker` once its options are checked and its storage is open."""
-    from search.worker import run_worker
-    import optuna
-    from optuna.trial import TrialState
-    from objectives.data import ensure_cifar10
-    from search.definition import load_study
-    from search.eta import say_if_target_reached
-    from search.worker import check_workable
-    # unknown study, hopeless study, missing data: fail here, once, not in every child
-    # Start-up reads go through the workers' retry too: a dropped connection is not fatal.
-    from search.dbretry import DatabaseRetry
-    db = DatabaseRetry(opts.db_wait, args.study)
-    study, definition = db.call(load_study, storage, args.study)
-    check_workable(definition)
-    ensure_cifar10(opts.data_dir)
-    if definition.final is not None:  # its queue is all there is: no queue, no work (Optuna would sample)
-        db.call(optuna.storages.fail_stale_trials, study)  # a killed run's trial goes back to the queue first
-    if definition.final is not None and not db.call(study.get_trials, deepcopy=False, states=(TrialState.WAITING,)):
-        print(f"study {args.study}: no final run waiting (all done or running); see `search status --study {args.study}`")
-        return 0
-    if db.call(say_if_target_reached, study, args.n_trials, args.timeout):
-        return 0
-    storage.engine.dispose()  # the slot processes open their own; this one holds no connection
-    return run_worker(opts)
+    return work(_storage(args, heartbeat=True, existing=True), args.study, opts, plan)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    opts = _worker_options(args)  # bad worker flags: refuse before the study is created
+    opts, plan = _worker_options(args)  # bad worker flags: refuse before the study is created
     from objectives.data import ensure_cifar10
+    from search.api import is_final_study, work
     ensure_cifar10(opts.data_dir)  # before the study exists: a failed first run leaves nothing behind
     storage = _storage(args, heartbeat=True)  # one storage (and one database wait) for create and work
-    if not _is_final_study(args, storage):  # a finalize study exists already, with its own definition
+    if not is_final_study(storage, args.study):  # a finalize study exists already, with its own definition
         cmd_create(args, storage)
-    return _work(args, opts, storage)
+    return work(storage, args.study, opts, plan)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
-    from search.definition import load_study
-    from search.status import format_summary, summarize
-    from search.finalize import companion, final_results, format_final
-    study, definition = load_study(storage, args.study)
-    summary = summarize(study)
-    final = companion(storage, study, definition)  # this finalize study, or the search's S.final
-    if final is not None:
-        # "final": this study's own runs (its values are test accuracies); "finalized": S.final's
-        summary["final" if definition.final is not None else "finalized"] = final_results(*final)
+    from search.api import status
+    from search.status import format_summary
+    from search.tables import final_text
+    summary, final = status(storage, args.study)
     print(json.dumps(summary, indent=2) if args.json else
-          format_summary(summary) + ("\n" + format_final(final_results(*final)) if final else ""))
+          format_summary(summary) + ("\n" + final_text(final) if final else ""))
     return 0
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
-    from objectives import count_params, get_preset
-    from objectives.space import arch_to_params
-    from search.definition import load_study
-    study, definition = load_study(storage, args.study)
-    if args.outside_space and not args.with_recipe:
-        raise ValueError("--outside-space goes with --with-recipe: a sampled recipe is always within the space")
-    if definition.final is not None:  # its worker trains its queue as `search finalize` wrote it
-        raise ValueError(f"study {args.study!r} is a finalize study: `search finalize` enqueues its runs")
-    from objectives.feasibility import check_space_fits
-    check_space_fits(definition.space.arch, definition.budget)  # as the worker checks the study first
-    arch = get_preset(args.preset)
-    n = count_params(arch)
-    if n > definition.budget:
-        raise ValueError(f"preset {args.preset} is over this study's budget: {n:,} > {definition.budget:,}")
-    from objectives import count_macs
-    if definition.max_macs is not None and count_macs(arch) > definition.max_macs:
-        raise ValueError(f"preset {args.preset} is over this study's compute budget: {count_macs(arch):,} MACs > "
-                         f"--max-macs {definition.max_macs:,}")
-    try:
-        params = arch_to_params(arch, definition.space.arch)
-    except ValueError as e:
-        raise ValueError(f"preset {args.preset} cannot be expressed in this study's space: {e}") from None
-    from search.trials import FIXED_RECIPE_ATTR, OUTSIDE_SPACE_ATTR, PRESET_ATTR, PUBLISHED_ATTR
-    attrs = {PRESET_ATTR: args.preset}
-    if args.with_recipe:
-        from objectives.published import get_published_recipe
-        from objectives.recipe import outside_space
-        published = get_published_recipe(args.preset)
-        outside = outside_space(published.recipe, definition.space.recipe)
-        if outside and not args.outside_space:
-            raise ValueError(f"the published recipe of {args.preset} is outside this study's space: "
-                             f"{'; '.join(outside)}; add --outside-space to enqueue it anyway (the trial records it)")
-        attrs.update({FIXED_RECIPE_ATTR: published.recipe.to_dict(), PUBLISHED_ATTR: args.preset})
-        if outside:
-            attrs[OUTSIDE_SPACE_ATTR] = outside
-    study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
-    r = attrs.get(FIXED_RECIPE_ATTR)
-    print(f"enqueued {args.preset} ({n:,} params) in study {args.study}; " +
+    from search.api import enqueue_preset
+    e = enqueue_preset(storage, args.study, args.preset, args.with_recipe, args.outside_space)
+    r = e.recipe
+    print(f"enqueued {e.preset} ({e.params:,} params) in study {args.study}; " +
           (f"its published recipe: {r['optimizer']} lr {r['lr']:g}, {r['schedule']}, {r['epochs']} epochs, batch "
            f"{r['batch_size']} (not pruned)" if r else "its recipe is sampled"))
     return 0
@@ -242,35 +161,23 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 def cmd_export_best(args: argparse.Namespace) -> int:
     storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
-    from search.definition import load_study
-    from search.export import export_best, test_accuracy
-    chosen, how = None, None
-    if args.final:
-        if args.max_params or args.max_macs:
-            raise ValueError("--final exports the best finalized model; --max-params/--max-macs pick among search trials")
-        from search.finalize import best_final, open_final
-        study, definition = open_final(storage, args.study)
-        chosen, how = best_final(study, definition)
-    else:
-        study, _ = load_study(storage, args.study)
-        if args.max_params or args.max_macs:
-            from search.trials import best_feasible
-            chosen = best_feasible(study, args.max_params, args.max_macs)
-            if chosen is None:
-                limits = " and ".join(f"{v:,} {k}" for k, v in (("params", args.max_params), ("MACs", args.max_macs)) if v)
-                raise ValueError(f"study {args.study!r} has no completed trial within {limits}")
-    data, checkpoint = export_best(study, args.artifacts, args.out, args.format, chosen, force=args.force)
-    m = data["metrics"]
-    val = f"val_acc {m['val_acc']:.4f}" if m.get("val_acc") is not None else "no validation split"
+    from search.api import export
+    from core.trials import accuracy_label
+    result = export(storage, args.study, args.out, args.format, args.artifacts, args.final, args.max_params,
+                    args.max_macs, args.force)
+    data, m = result.data, result.data["metrics"]
+    flip = bool(data["recipe"].get("tta_flip", False))  # the file's recipe: what its search and final run used
+    val = accuracy_label("val", m["val_acc"], flip) if m.get("val_acc") is not None else "no validation split"
     print(f"exported trial {data['trial']} of {data['study']}: {val}, {m['params']:,} params -> {args.out}"
-          + (f" ({args.format}; checkpoint {checkpoint})" if checkpoint != Path(args.out) else ""))
+          + (f" ({args.format}; checkpoint {result.checkpoint})" if result.checkpoint != Path(args.out) else ""))
     if "final" in data:
         f = data["final"]
         print(f"  final run of trial {f['source_trial']} of {f['source_study']} (search rank {f['search_rank']}), seed "
-              f"{f['seed']}, {f['training']['epochs']} epochs on {f['training']['train_images']:,} images; "
-              f"test_acc {m['test_acc']:.4f}; chosen by {how}")
+              f"{f['seed']}, {plural(f['training']['epochs'], 'epoch')} on {plural(f['training']['train_images'], 'image')}; "
+              f"{accuracy_label('test', m['test_acc'], flip)}; chosen by {result.chosen_by}")
     if args.evaluate:
         from search.evaluation import describe_flip, flip_averaging
+        from search.export import test_accuracy
         tta, why = flip_averaging(data, args.tta)
         acc, n = test_accuracy(data, args.data_dir, tta=tta)
         print(f"test accuracy: {acc:.4f} ({n:,} test images, {describe_flip(tta, why)})")
@@ -293,42 +200,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from search.options import output_folder
+    from core.options import output_folder
     output_folder(args.out, args.force, "summary.md", "report")  # a mistyped parent folder is an error
     storage = _storage(args, existing=True)  # first: an unreachable database answers before the heavy imports
-    from search.definition import load_study
-    from search.report import write_report
-    study, definition = load_study(storage, args.study)
-    from search.trials import best_feasible
-    from storage.artifacts import model_note
-    files = write_report(study, definition, args.out, model_note(study, best_feasible(study), args.artifacts))
-    from search.finalize import companion, write_final_section
-    from search.pareto import write_front_section
-    if definition.final is None:  # a finalize study's values are test accuracies: no front of those
-        files += write_front_section(study, Path(args.out))
-    final = companion(storage, study, definition)
-    if final is not None:
-        files += write_final_section(*final, Path(args.out))
+    from search.api import report
+    files = report(storage, args.study, args.out, args.artifacts)
     print(f"report of {args.study} in {args.out}: " + ", ".join(p.name for p in files))
     return 0
 
 
-def _is_final_study(args: argparse.Namespace, storage) -> bool:
-    from search.definition import StudyNotFound, load_study
-    try:
-        return load_study(storage, args.study)[1].final is not None
-    except StudyNotFound:
-        return False
-
-
 def cmd_finalize(args: argparse.Namespace) -> int:
-    from search.finalize import EPOCHS_FACTOR, finalize
+    from search.api import finalize
+    from search.finalize import EPOCHS_FACTOR
     names = None
     if args.baselines is not None:
         from search.baselines import parse_names
         names = parse_names(args.baselines)  # a typo is refused before the storage is touched
-    study, enqueued = finalize(_storage(args, existing=True), args.study, args.top, args.epochs, args.seeds, args.full_train,
-                               args.final_study, names)
+    study, enqueued, over_budget = finalize(_storage(args, existing=True), args.study, args.top, args.epochs,
+                                            args.seeds, args.full_train, args.final_study, names)
     data = "all training images (no validation split)" if args.full_train else "the search's train split (validation kept)"
     if not enqueued:
         print(f"study {study.study_name}: every run was enqueued before; train with "
@@ -336,48 +225,39 @@ def cmd_finalize(args: argparse.Namespace) -> int:
         return 0
     configs = sorted({(e["search_rank"], e["source_trial"], e["epochs"]) for e in enqueued if not e.get("baseline")})
     hand = sorted({(e["baseline"], e["epochs"], e["narrowed_from"]) for e in enqueued if e.get("baseline")})
-    print(f"study {study.study_name}: enqueued {_count(len(enqueued), 'run')} ({_count(len(configs) + len(hand), 'configuration')}"
-          f" x up to {_count(args.seeds, 'seed')}) on {data}" +
+    print(f"study {study.study_name}: enqueued {plural(len(enqueued), 'run')} ({plural(len(configs) + len(hand), 'configuration')}"
+          f" x up to {plural(args.seeds, 'seed')}) on {data}" +
           ("" if args.epochs else f"; epochs: {EPOCHS_FACTOR} x the search's, or a published recipe's own"))
     for rank, trial, epochs in configs:
-        print(f"  search rank {rank}: trial {trial}, {epochs} epochs")
+        print(f"  search rank {rank}: trial {trial}, {plural(epochs, 'epoch')}")
     for name, epochs, narrowed_from in hand:
-        print(f"  baseline {name} with its published recipe, {epochs} epochs" +
+        print(f"  baseline {name} with its published recipe, {plural(epochs, 'epoch')}" +
               (f" (narrowed from {narrowed_from:,} parameters to the budget)" if narrowed_from else ""))
-    from search.definition import DEFINITION_ATTR
-    for name in study.user_attrs[DEFINITION_ATTR]["final"].get("baselines_over_budget", []):
+    for name in over_budget:
         print(f"  baseline {name}: not trained, over the budget even at the narrowest widths")
     print(f"train them with `search worker --study {study.study_name}` (any number of workers and hosts)")
     return 0
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def cmd_pareto(args: argparse.Namespace) -> int:
-    from search.definition import load_study
-    from search.pareto import format_front, front_rows
-    study, _ = load_study(_storage(args, existing=True), args.study)
-    rows = front_rows(study)
+    from search.api import pareto
+    from search.pareto import format_front
+    rows = pareto(_storage(args, existing=True), args.study)
     print(json.dumps(rows, indent=2) if args.json else format_front(rows, args.study))
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from search.definition import load_study
+    from search.api import dashboard
     from storage.dashboard import check_port, serve
-    from storage.artifacts import open_artifact_store
     storage = _storage(args, existing=True)
-    study, _ = load_study(storage, args.study)
-    # The artifact store is what makes each trial's model.pt downloadable: without it the
-    # dashboard lists the artifacts but answers HTTP 400 to a download.
-    store = open_artifact_store(args.artifacts, create=False, study=study)  # a directory or S3, as workers write
-    check_port("127.0.0.1", args.port)  # a port in use is one line, before anything is printed
-    print(f"optuna-dashboard for study {args.study}: http://127.0.0.1:{args.port}/dashboard/studies/"
-          f"{study._study_id} (no authentication; Ctrl-C stops it)", flush=True)
-    # Loopback only: the dashboard has no authentication (reach it from elsewhere by SSH tunnel).
-    serve(storage, store, "127.0.0.1", args.port)
+    store, page = dashboard(storage, args.study, args.artifacts)
+    check_port(args.host, args.port)  # a port in use is one line, before anything is printed
+    what = f"study {args.study}" if args.study else "every study of the storage"
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"optuna-dashboard for {what}: http://{shown}:{args.port}/{page} (no authentication; Ctrl-C stops it)",
+          flush=True)
+    serve(storage, store, args.host, args.port, args.verbose)
     return 0
 
 
@@ -586,10 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("dashboard", help="serve optuna-dashboard for a study, checkpoints downloadable, on this machine")
-    s.add_argument("--study", required=True, help="the study to open")
+    s.add_argument("--study", help="the study to open (default: the list of every study in the storage)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default %(default)s: this machine only; the dashboard has no "
+                        "authentication, so reach it from elsewhere by an SSH tunnel or kubectl port-forward)")
     _add_storage(s)
     s.add_argument("--artifacts", help=ARTIFACTS_HELP)
     s.add_argument("--port", type=int_in(1, 65_535), default=DASHBOARD_PORT, help="port to listen on (default %(default)s)")
+    s.add_argument("--verbose", action="store_true", help="print every HTTP request the dashboard answers (default: off)")
     s.set_defaults(func=cmd_dashboard)
 
     s = sub.add_parser("report", help="PNG plots and a Markdown summary of a study")

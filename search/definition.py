@@ -16,7 +16,7 @@ import optuna
 from objectives.checks import number
 from objectives.space import SearchSpace
 
-from .settings import CIFAR10_TRAIN_IMAGES, DEFAULT_BUDGET, DEFAULT_SEED, DEFAULT_VAL_SIZE
+from core.settings import CIFAR10_TRAIN_IMAGES, DEFAULT_BUDGET, DEFAULT_SEED, DEFAULT_VAL_SIZE
 from .strategies import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS, check_name
 
 DEFINITION_ATTR = "definition"
@@ -35,7 +35,7 @@ class StudyDefinition:
     # Multiply-accumulates per image a model may cost (None: no limit): the compute budget that
     # matters where training is slow (a CPU), enforced like the parameter budget.
     max_macs: int | None = None
-    # A companion study of `search finalize` (search/finalize.py): what it retrains, from where.
+    # A companion study of `search finalize` (search/finalize/): what it retrains, from where.
     final: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -149,13 +149,13 @@ def definition_diff(stored: dict[str, Any], given: dict[str, Any], prefix: str =
 
 def load_study(storage, name: str) -> tuple[optuna.Study, StudyDefinition]:
     """The study and its stored definition, with the sampler and pruner it names."""
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
+    storage = optuna.storages.get_storage(storage)  # a URL or a storage object, opened once
+    try:  # the definition first (it names the sampler and pruner), then the study, opened once
+        stored = storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get(DEFINITION_ATTR)
     except KeyError:
         known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise StudyNotFound(f"no study named {name!r} in this storage"
                             + (f" (studies: {', '.join(known)})" if known else " (it holds no studies)")) from None
-    stored = study.user_attrs.get(DEFINITION_ATTR)
     if stored is None:
         raise ValueError(f"study {name!r} was not created by `search create` (no stored definition)")
     definition = StudyDefinition.from_dict(stored)

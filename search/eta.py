@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .trials import state_name, trained_trials
+from core.trials import state_name, trained_trials
 
 TARGET_ATTR = "target_trials"
 DEADLINE_ATTR = "deadline"  # ISO 8601 UTC: the latest `--timeout` of a worker

@@ -94,7 +94,7 @@ def export_best(study: optuna.Study, artifacts: str | None, out: str | Path, for
     """Export `trial` (default: the best feasible trial) to `out` in `format`; returns (the model
     file's dict, where the model file was written: `out` itself for `checkpoint`). `out` must be
     in a folder that exists; a file there is replaced only with `force`."""
-    from .options import output_file
+    from core.options import output_file
     fmt = get_format(format_name)  # before anything is downloaded or written
     out = output_file(out, force, "model file" if fmt.write is None else f"{format_name} file")
     checkpoint = out if fmt.write is None else output_file(model_file_beside(out), force, "model file")
@@ -112,7 +112,7 @@ def download_model(study: optuna.Study, artifacts: str | None,
 
     from storage.artifacts import download_torch, location_of, open_artifact_store
 
-    from .trials import MODEL_ARTIFACT_ATTR, best_feasible
+    from core.trials import MODEL_ARTIFACT_ATTR, best_feasible
     best = trial or best_feasible(study)
     if best is None:
         raise ValueError(f"study {study.study_name!r} has no completed trial within budget yet: nothing to export")
@@ -136,6 +136,8 @@ def test_accuracy(data: dict[str, Any], data_dir: str | None, tta: bool) -> tupl
 
     from .progress import progress
     device = default_device()
+    from .threads import say_busy
+    say_busy(device)
     classifier, _ = load_classifier(data, device)
     test = load_cifar10(data_dir, download_missing=False).test  # a reader: it creates no data folder
     with progress(len(test), "evaluating on the test set") as advance:

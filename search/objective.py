@@ -26,9 +26,10 @@ from objectives.train import Trainer
 from storage.artifacts import download_torch, remove_artifact, upload_torch
 from storage.errors import StoreUnavailable
 
-from .dbretry import StoppedWaiting
+from storage.retry import StoppedWaiting
 from .definition import StudyDefinition
-from .trials import (ARCHITECTURE_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, MACS_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
+from .progress import describe_arch, describe_recipe
+from core.trials import (ARCHITECTURE_ATTR, ARCHITECTURE_TEXT_ATTR, RECIPE_TEXT_ATTR, BEST_EPOCH_ATTR, BUDGET_CONSTRAINT, MACS_CONSTRAINT, CURVE_ATTR, DEVICE_ATTR, FAIL_REASON_ATTR,
                      FIXED_ARCH_ATTR, FIXED_RECIPE_ATTR, IMAGES_PER_SECOND_ATTR, INFEASIBLE_ATTR, MACS_ATTR, MODEL_ARTIFACT_ATTR,
                      PARAMS_ATTR, RECIPE_ATTR, REQUEUED_ATTR, RESUME_CHECKPOINT_ATTR, RESUME_ERROR_ATTR,
                      RESUMED_FROM_EPOCH_ATTR, SECONDS_ATTR, SEED_ATTR, WORKER_ATTR)
@@ -40,7 +41,7 @@ class TrialFailed(RuntimeError):
 
 class StartOver(TrialFailed):
     """A retry could not resume and holds its predecessor's curve: failed at once and re-queued
-    (search/requeue.py gives the new copy no curve); the worker goes on."""
+    (storage/requeue.py gives the new copy no curve); the worker goes on."""
 
 
 class WorkerStopping(RuntimeError):
@@ -68,12 +69,14 @@ def checkpoint_due(epoch: int, saved: int, every: int, epochs: int, stopping: bo
 class Objective:
     def __init__(self, definition: StudyDefinition, data: TrainData, device: torch.device, artifact_store,
                  study_name: str, should_stop: Callable[[], bool] = lambda: False, compile: bool = False,
-                 on_epoch: Callable[..., None] | None = None, checkpoint_every: int = 1):
+                 on_epoch: Callable[..., None] | None = None, on_start: Callable[..., None] | None = None,
+                 checkpoint_every: int = 1):
         self.definition, self.data, self.device = definition, data, device
         self.checkpoint_every = checkpoint_every  # epochs between resume checkpoints (--checkpoint-every)
         self.store, self.study_name, self.should_stop = artifact_store, study_name, should_stop
         self.compile = compile
         self.on_epoch = on_epoch  # progress: (trial, epoch, epochs, metrics, seconds, epochs this run)
+        self.on_start = on_start  # progress: (trial, epochs, user attributes) once it is sampled and fits
         self.current_trial_id: int | None = None  # the trial in flight, for the worker's fault handling
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -121,8 +124,12 @@ class Objective:
             return 0.0
         trial.set_user_attr(ARCHITECTURE_ATTR, arch.to_dict())
         trial.set_user_attr(RECIPE_ATTR, recipe.to_dict())
+        trial.set_user_attr(ARCHITECTURE_TEXT_ATTR, describe_arch(arch.to_dict()))
+        trial.set_user_attr(RECIPE_TEXT_ATTR, describe_recipe(recipe.to_dict()))
         trial.set_user_attr(DEVICE_ATTR, device_name(self.device))
         trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+        if self.on_start is not None:
+            self.on_start(trial.number, recipe.epochs, trial.user_attrs)
         storage = trial.study._storage
         try:
             trainer = Trainer(arch, recipe, self.data, self.device, seed=trial.user_attrs.get(SEED_ATTR, d.seed + trial.number),
@@ -163,6 +170,7 @@ class Objective:
         trained = history[resumed_from:]  # the epochs this process ran (history[i] is epoch i + 1)
         if trained:
             trial.set_user_attr(IMAGES_PER_SECOND_ATTR, round(sum(h["images_per_second"] for h in trained) / len(trained), 1))
+        metrics: dict[str, Any] = {}
         if result.best_state is not None:
             metrics = {"val_acc": result.best_val_acc, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
             if result.status == "completed":
@@ -180,9 +188,9 @@ class Objective:
             return self._fail(trial, result.reason)
         if result.status == "stopped":
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
-        return self.trial_value(trial, result)
+        return self.trial_value(trial, result, metrics)
 
-    # Hooks for objectives that train fixed configurations (search/finalize.py).
+    # Hooks for objectives that train fixed configurations (search/final_objective.py).
     def completed_metrics(self, trial: optuna.Trial, arch, result) -> dict[str, Any]:
         """Extra metrics of a completed run, stored in its model file."""
         return {}
@@ -191,7 +199,8 @@ class Objective:
         """Extra top-level entries of the trial's model file."""
         return {}
 
-    def trial_value(self, trial: optuna.Trial, result) -> float:
+    def trial_value(self, trial: optuna.Trial, result, metrics: dict[str, Any]) -> float:
+        """The trial's value, from the run and the metrics its model file records."""
         return result.best_val_acc
 
     def _resume(self, trial: optuna.Trial, trainer: Trainer) -> int:

@@ -15,7 +15,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from .trials import MACS_ATTR, PARAMS_ATTR, PRESET_ATTR, feasible_trials
+from .progress import plural
+from core.trials import MACS_ATTR, PARAMS_ATTR, PRESET_ATTR, feasible_trials, flip_averaged
 
 SIZES = {PARAMS_ATTR: "trainable parameters", MACS_ATTR: "MACs per image"}
 
@@ -38,8 +39,9 @@ def pareto_front(trials: list[FrozenTrial], size: str = PARAMS_ATTR) -> list[Fro
 
 def front_rows(study: optuna.Study, sizes=tuple(SIZES)) -> dict[str, list[dict[str, Any]]]:
     trials = feasible_trials(study)
-    return {size: [{"trial": t.number, "val_acc": t.value, "params": t.user_attrs[PARAMS_ATTR],
-                    "macs": t.user_attrs[MACS_ATTR], "preset": t.user_attrs.get(PRESET_ATTR)}
+    return {size: [{"trial": t.number, "val_acc": t.value, "flip_averaging": flip_averaged(t.user_attrs),
+                    "params": t.user_attrs[PARAMS_ATTR], "macs": t.user_attrs[MACS_ATTR],
+                    "preset": t.user_attrs.get(PRESET_ATTR)}
                    for t in pareto_front(trials, size)] for size in sizes}
 
 
@@ -47,10 +49,11 @@ def format_front(rows: dict[str, list[dict[str, Any]]], study_name: str) -> str:
     lines = []
     for size, front in rows.items():
         lines.append(f"study {study_name}: Pareto front, validation accuracy vs {SIZES[size]} "
-                     f"({len(front)} trials)")
-        lines.append(f"  {'trial':>5} {'val_acc':>8} {'params':>11} {'MMACs':>8}")
+                     f"({plural(len(front), 'trial')}; flip: averaged with the mirror image, as the trial's recipe)")
+        lines.append(f"  {'trial':>5} {'val acc':>8} {'flip':>4} {'params':>11} {'MMACs':>8}")
         for r in front:
-            lines.append(f"  {r['trial']:>5} {r['val_acc']:>8.4f} {r['params']:>11,} {r['macs'] / 1e6:>8.1f}"
+            lines.append(f"  {r['trial']:>5} {r['val_acc']:>8.4f} {'on' if r['flip_averaging'] else 'off':>4} "
+                         f"{r['params']:>11,} {r['macs'] / 1e6:>8.1f}"
                          + (f"  ({r['preset']})" if r["preset"] else ""))
         if not front:
             lines.append("  (no completed trial within budget yet)")
@@ -81,8 +84,9 @@ def write_front_section(study: optuna.Study, out: Path) -> list[Path]:
     pngs = plot_fronts(study, out)
     rows = front_rows(study, (PARAMS_ATTR,))[PARAMS_ATTR]
     lines = ["", "## The best model at each size (Pareto front, validation accuracy vs parameters)", "",
-             "| trial | val acc | params | MMACs |", "|---:|---:|---:|---:|"]
-    lines += [f"| {r['trial']} | {r['val_acc']:.4f} | {r['params']:,} | {r['macs'] / 1e6:.1f} |" for r in rows]
+             "| trial | val acc | flip averaging | params | MMACs |", "|---:|---:|---|---:|---:|"]
+    lines += [f"| {r['trial']} | {r['val_acc']:.4f} | {'on' if r['flip_averaging'] else 'off'} | {r['params']:,} | "
+              f"{r['macs'] / 1e6:.1f} |" for r in rows]
     lines += ["", "`search pareto` prints both fronts; `search export-best --max-params N` exports the best "
               "trial within N parameters.", "", "![Pareto front, parameters](pareto.png)",
               "![Pareto front, MACs](pareto_macs.png)", ""]

@@ -102,12 +102,14 @@ def read_inputs(path: str) -> tuple[list[str], torch.Tensor]:
 def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool | None = None, force: bool = False
                    ) -> tuple[int, bool, str]:
     """Predictions written to `out`: (how many, flip averaging used, why: asked or the recipe's)."""
-    from .options import output_file
+    from core.options import output_file
     # Refuse an output that cannot be written before predicting, not after (one line, nothing lost):
     # its folder must exist, and an existing file is replaced only with `force`.
     output_file(out, force, "CSV")
     ids, images = read_inputs(input_path)
     device = default_device()
+    from .threads import say_busy
+    say_busy(device)
     classifier, info = load_classifier(model_path, device)
     from .evaluation import flip_averaging
     tta, why = flip_averaging(info, tta)  # the predictions of the accuracy `evaluate` reports

@@ -10,6 +10,11 @@ from typing import Any, Callable, Iterator, TextIO
 PLAIN_EVERY_SECONDS = 10.0  # a log gets a line this often, not one per batch
 
 
+def plural(n: int, noun: str) -> str:
+    """`1 trial`, `2 trials`, `1,000 images`."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def format_duration(seconds: float) -> str:
     """12 s, 3 min 05 s, 2 h 10 min: short enough for a progress line."""
     seconds = max(0, int(round(seconds)))
@@ -27,6 +32,17 @@ class EpochPrinter:
 
     def __init__(self, study: str, quiet: bool = False, out: TextIO | None = None):
         self.study, self.quiet, self.out = study, quiet, out
+
+    def started(self, trial: int, epochs: int, user_attrs: dict[str, Any]) -> None:
+        """`[demo] trial 3 started: adamw lr 0.002, batch 128; ...; 52,194 params, 2 epochs`: said at once,
+        so a first epoch that takes minutes on a busy CPU is not minutes of silence."""
+        if self.quiet:
+            return
+        from core.trials import PARAMS_ATTR
+        config = describe_config(user_attrs)
+        print(f"[{self.study}] trial {trial} started: {config + '; ' if config else ''}"
+              f"{user_attrs.get(PARAMS_ATTR, 0):,} params, {plural(epochs, 'epoch')}",
+              file=self.out or sys.stdout, flush=True)
 
     def __call__(self, trial: int, epoch: int, epochs: int, metrics: dict[str, Any], seconds_so_far: float,
                  epochs_this_run: int) -> None:
@@ -65,13 +81,49 @@ def progress(total: int, desc: str, unit: str = "img", out: TextIO | None = None
     yield advance
 
 
+def describe_arch(arch: dict[str, Any]) -> str:
+    """An architecture in one line a person reads, as the dashboard shows it:
+    `3 stages: 1x16 basic F3 K1, 2x32 basic F3 K1, 1x48 basic F3 K1; stem 3x3; pool 8; relu`."""
+    stages = ", ".join(f"{s['blocks']}x{s['channels']} {s.get('block', 'basic')} F{s['conv_kernel']} K{s['skip_kernel']}"
+                       for s in arch["stages"])
+    extras = [f"stem {arch.get('stem_kernel', 3)}x{arch.get('stem_kernel', 3)}"
+              + (f" width {arch['stem_width']}" if arch.get("stem_width") else ""),
+              f"pool {arch.get('pool_kernel')}", arch.get("activation", "relu")]
+    extras += [f"SE 1/{arch['se_ratio']}"] if arch.get("se_ratio") else []
+    extras += [f"dropout {arch['block_dropout']:g} in blocks"] if arch.get("block_dropout") else []
+    extras += [f"dropout {arch['head_dropout']:g} before the classifier"] if arch.get("head_dropout") else []
+    return f"{plural(len(arch['stages']), 'stage')}: {stages}; " + "; ".join(extras)
+
+
+def describe_recipe(recipe: dict[str, Any]) -> str:
+    """A training recipe in one line: `adamw lr 0.0021, momentum 0.9, weight decay 0.0001, batch 128,
+    onecycle, 2 epochs; crop pad 4 reflect, flip; label smoothing 0.1; flip averaging on`."""
+    parts = [f"{recipe['optimizer']} lr {recipe['lr']:.3g}, momentum {recipe.get('momentum', 0):g}, "
+             f"weight decay {recipe.get('weight_decay', 0):g}, batch {recipe['batch_size']}, {recipe.get('schedule')}, "
+             f"{plural(recipe.get('epochs') or 0, 'epoch')}"]
+    augment = [f"crop pad {recipe['crop_padding']} {recipe.get('padding_mode', '')}".rstrip()] if recipe.get("crop_padding") else []
+    augment += ["flip"] if recipe.get("flip") else []
+    augment += [f"cutout {recipe['cutout']}"] if recipe.get("cutout") else []
+    augment += [f"mixup {recipe['mixup_alpha']:g}"] if recipe.get("mixup_alpha") else []
+    augment += [f"rotation {recipe['rotation_degrees']:g} deg"] if recipe.get("rotation_degrees") else []
+    parts.append(", ".join(augment) or "no augmentation")
+    parts += [f"label smoothing {recipe['label_smoothing']:g}"] if recipe.get("label_smoothing") else []
+    parts += [f"EMA {recipe['ema_decay']:g}"] if recipe.get("ema_decay") else []
+    parts += [f"grad clip {recipe.get('grad_clip_mode')} {recipe.get('grad_clip_max'):g}"] \
+        if recipe.get("grad_clip_mode", "none") != "none" else []
+    parts.append(f"flip averaging {'on' if recipe.get('tta_flip') else 'off'}")
+    return "; ".join(parts)
+
+
 def describe_config(user_attrs: dict[str, Any]) -> str:
     """What the sampler chose, short: `adamw lr 0.002, batch 128; 4 basic stages, widths 16-96`."""
-    from .trials import ARCHITECTURE_ATTR, RECIPE_ATTR  # imports optuna: evaluate/predict never need it
+    from core.trials import ARCHITECTURE_ATTR, RECIPE_ATTR  # imports optuna: evaluate/predict never need it
+    from objectives.architecture import ArchConfig
     recipe, arch = user_attrs.get(RECIPE_ATTR) or {}, user_attrs.get(ARCHITECTURE_ATTR) or {}
     if not recipe or not arch:
         return ""
-    widths = [s["channels"] for s in arch["stages"]]
-    blocks = "/".join(dict.fromkeys(s.get("block", "basic") for s in arch["stages"]))  # distinct, in stage order
+    stages = ArchConfig.from_dict(arch).stages  # fills what older configs left out (the block type)
+    widths = [s.channels for s in stages]
+    blocks = "/".join(dict.fromkeys(s.block for s in stages))  # distinct, in stage order
     return (f"{recipe['optimizer']} lr {recipe['lr']:.3g}, batch {recipe['batch_size']}; "
             f"{len(widths)} {blocks} stage{'s' * (len(widths) != 1)}, widths {min(widths)}-{max(widths)}")

@@ -24,8 +24,9 @@ from optuna.trial import TrialState  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 from .definition import StudyDefinition  # noqa: E402
+from .progress import plural  # noqa: E402
 from .status import summarize  # noqa: E402
-from .trials import PARAMS_ATTR, STATE_NAMES, counts_as_trained, feasible_trials, is_infeasible  # noqa: E402
+from core.trials import MODEL_ARTIFACT_ATTR, PARAMS_ATTR, STATE_NAMES, counts_as_trained, feasible_trials, is_infeasible  # noqa: E402
 
 SIZE, DPI = (8, 4.5), 110
 
@@ -135,7 +136,7 @@ def plot_learning_curves(study: optuna.Study, path: Path, top: int = 6) -> None:
             ax.legend(loc="best", fontsize=8)
 
     save_optuna_plot(lambda: optuna_plots.plot_intermediate_values(shown), path,
-                     f"learning curves of the top {len(best)} trials", decorate)
+                     f"learning curves of the top {plural(len(best), 'trial')}", decorate)
 
 
 MIN_TRIALS_FOR_IMPORTANCES = 10  # below this the ranking mostly reflects noise between a few trials
@@ -143,7 +144,7 @@ MIN_TRIALS_FOR_IMPORTANCES = 10  # below this the ranking mostly reflects noise 
 
 def importances_missing_reason(trained: int) -> str:
     if trained < MIN_TRIALS_FOR_IMPORTANCES:
-        return (f"no importances: {trained} trained trials, they need at least {MIN_TRIALS_FOR_IMPORTANCES}\n"
+        return (f"no importances: {plural(trained, 'trained trial')}, they need at least {MIN_TRIALS_FOR_IMPORTANCES}\n"
                 f"(with fewer, the ranking mostly reflects noise between a few trials)")
     return "no importances: the trained trials share no varied parameter"
 
@@ -180,7 +181,7 @@ def plot_importances(study: optuna.Study, path: Path, top: int = 15) -> None:
             ax.get_legend().remove()  # one objective: the title says what it is
 
         save_optuna_plot(lambda: optuna_plots.plot_param_importances(ranked, params=names), path,
-                         f"hyperparameter importances ({len(trained)} trained trials)", decorate,
+                         f"hyperparameter importances ({plural(len(trained), 'trained trial')})", decorate,
                          size=(8, max(4.0, 0.3 * len(names) + 1.5)))
         return
     fig, ax = plt.subplots(figsize=(8, 5), dpi=DPI)
@@ -192,7 +193,7 @@ def plot_importances(study: optuna.Study, path: Path, top: int = 15) -> None:
 
 
 def write_summary(study, definition: StudyDefinition, path: Path, model_note: str | None = None) -> None:
-    s = summarize(study)
+    s = summarize(study, definition)
     c = s["counts"]
     trials = study.get_trials(deepcopy=False)
     compute = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
@@ -201,7 +202,7 @@ def write_summary(study, definition: StudyDefinition, path: Path, model_note: st
     ended = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = (max(ended) - min(started)).total_seconds() if started and ended else 0.0
     lines = [f"# Study `{study.study_name}`", "",
-             f"Budget {definition.budget:,} trainable parameters; {definition.epochs} epochs per trial; "
+             f"Budget {definition.budget:,} trainable parameters; {plural(definition.epochs, 'epoch')} per trial; "
              f"validation split {definition.val_size:,} images (seed {definition.seed}); pruner {definition.pruner}.", "",
              "| state | trials |", "|---|---:|"]
     lines += [f"| {k} | {c[k]} |" for k in STATE_NAMES]
@@ -211,12 +212,16 @@ def write_summary(study, definition: StudyDefinition, path: Path, model_note: st
     if b:
         stages = ", ".join(f"{bl}x{ch} {kind} (F{f}, K{k})" for bl, ch, f, k, kind in b["stages"])
         r = b["recipe"]
-        lines += [f"## Best trial: {b['trial']}", "",
-                  f"- validation accuracy **{b['val_acc']:.4f}**",
-                  f"- {b['params']:,} trainable parameters, {b['macs'] / 1e6:.1f} MMACs per image",
+        flip = f"flip averaging {'on' if b['flip_averaging'] else 'off'}"
+        lines += [f"## Best trial: {b['trial']} (chosen by {b['chosen_by']})", ""]
+        if b["val_acc"] is not None:
+            lines.append(f"- validation accuracy **{b['val_acc']:.4f}** ({flip})")
+        if b["test_acc"] is not None:
+            lines.append(f"- test accuracy **{b['test_acc']:.4f}** ({flip})")
+        lines += [f"- {b['params']:,} trainable parameters, {b['macs'] / 1e6:.1f} MMACs per image",
                   f"- stages (blocks x channels): {stages}; pool {b['pool_kernel']}",
                   f"- {r.get('optimizer')}, lr {r.get('lr', 0):.3g}, batch {r.get('batch_size')}, {r.get('schedule')}, "
-                  f"{r.get('epochs')} epochs"] + ([f"- model: {model_note}"] if model_note else []) + [""]
+                  f"{plural(r.get('epochs') or 0, 'epoch')}"] + ([f"- model: {model_note}"] if model_note else []) + [""]
     else:
         lines += ["## Best trial: none yet", ""]
     n_trained = len(_with_values(study))
@@ -230,7 +235,7 @@ def write_summary(study, definition: StudyDefinition, path: Path, model_note: st
 def write_report(study: optuna.Study, definition: StudyDefinition, out: str | Path,
                  model_note: str | None = None) -> list[Path]:
     out = Path(out)
-    out.mkdir(exist_ok=True)  # in a folder that exists (search.options.output_folder checks it first)
+    out.mkdir(exist_ok=True)  # in a folder that exists (core.options.output_folder checks it first)
     files = [out / "history.png", out / "accuracy_vs_params.png", out / "learning_curves.png",
              out / "importances.png", out / "summary.md"]
     plot_history(study, files[0])
@@ -239,3 +244,20 @@ def write_report(study: optuna.Study, definition: StudyDefinition, out: str | Pa
     plot_importances(study, files[3])
     write_summary(study, definition, files[4], model_note)
     return files
+
+
+def model_note(study: optuna.Study, trial: optuna.trial.FrozenTrial | None, flag: str | None = None) -> str | None:
+    """Where `trial`'s model.pt lives, and whether the store still holds it (for reports)."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+    from storage.artifacts import open_artifact_store, resolve_artifact_location
+    artifact = trial.user_attrs.get(MODEL_ARTIFACT_ATTR) if trial else None
+    if not artifact:
+        return None
+    location = resolve_artifact_location(flag, study)
+    try:
+        store = open_artifact_store(flag, create=False, study=study)
+        store.open_reader(artifact).close()
+        found = "present"
+    except (ValueError, FileNotFoundError, ArtifactNotFound):
+        found = "MISSING"
+    return f"`model.pt` ({artifact}) in {location}: {found} (`search export-best` writes it out)"

@@ -1,4 +1,4 @@
-"""One worker slot's process: `run_worker` (search/worker.py) starts `python -m search.slot
+"""One worker slot's process: `run_worker` (search/supervisor.py) starts `python -m search.slot
 DEVICE` per GPU slot, with the worker's options as JSON in $SEARCH_WORKER_OPTIONS. Errors end
 as the `search worker` command's do: one line, exit 1; a stop signal as 128 + its number."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ import os
 import sys
 
 from .cli import run_guarded
-from .options import from_json
-from .settings import WORKER_OPTIONS_ENV, WorkerOptions
+from core.options import from_json
+from core.settings import WORKER_OPTIONS_ENV, WorkerOptions
 
 
 DEVICES = ("cpu", "cuda")  # what run_worker passes: the slot's GPU is its CUDA_VISIBLE_DEVICES

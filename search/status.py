@@ -6,11 +6,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from objectives.architecture import ArchConfig
 from .eta import _now, progress_to_target, target_reached_message, time_by_state
-from .progress import format_duration
-from .requeue import MAX_STALE_RETRIES, needs_retry, retry_history, retry_of
-from .trials import (ARCHITECTURE_ATTR, FAIL_REASON_ATTR, REQUEUED_ATTR, INFEASIBLE_STATE, MACS_ATTR, MODEL_ARTIFACT_ATTR,
-                     PARAMS_ATTR, RECIPE_ATTR, STATE_NAMES, best_feasible, counts_as_trained, state_name)
+from .progress import format_duration, plural
+from storage.requeue import MAX_STALE_RETRIES, needs_retry, retry_history, retry_of
+from core.trials import (ARCHITECTURE_ATTR, FAIL_REASON_ATTR, REQUEUED_ATTR, INFEASIBLE_STATE, MACS_ATTR, MODEL_ARTIFACT_ATTR,
+                     PARAMS_ATTR, RECIPE_ATTR, STATE_NAMES, TEST_ACC_ATTR, VAL_ACC_ATTR, accuracy_label, best_feasible,
+                     counts_as_trained, flip_averaged, state_name)
 
 
 def _per_hour(timed: list[FrozenTrial], end) -> float:
@@ -19,7 +21,22 @@ def _per_hour(timed: list[FrozenTrial], end) -> float:
     return len(timed) / hours
 
 
-def summarize(study: optuna.Study) -> dict[str, Any]:
+def _best(study: optuna.Study, definition) -> tuple[FrozenTrial | None, str]:
+    """The trial every command names as the study's best, and how it was chosen: validation
+    selects. A search's best is Optuna's (its value is validation accuracy); a finalize study's
+    values are test accuracies, so its best is `export-best --final`'s choice, never the top test."""
+    if definition is not None and definition.final is not None:
+        from .finalize import best_final
+        try:
+            return best_final(study, definition)
+        except ValueError:  # no finished final run yet
+            return None, ""
+    return best_feasible(study), "best validation accuracy"
+
+
+def summarize(study: optuna.Study, definition=None) -> dict[str, Any]:
+    """What `search status` says of `study`; give its definition so a finalize study's best is
+    chosen as `export-best --final` chooses it."""
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): 0 for s in TrialState}
     counts[INFEASIBLE_STATE] = 0
@@ -28,15 +45,19 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
     trained = [t for t in trials if counts_as_trained(t)]
     timed = [t for t in trained if t.datetime_start and t.datetime_complete]
     per_hour = round(_per_hour(timed, max(t.datetime_complete for t in timed)), 1) if timed else None
-    best = best_feasible(study)
+    best, chosen_by = _best(study, definition)
     best_info = None
     if best is not None:
         arch = best.user_attrs.get(ARCHITECTURE_ATTR, {})
+        final = TEST_ACC_ATTR in best.user_attrs  # a final run: its value is its test accuracy
         best_info = {
-            "trial": best.number, "val_acc": best.value, "params": best.user_attrs.get(PARAMS_ATTR),
+            "trial": best.number, "chosen_by": chosen_by,
+            "val_acc": best.user_attrs.get(VAL_ACC_ATTR) if final else best.value,
+            "test_acc": best.user_attrs.get(TEST_ACC_ATTR), "flip_averaging": flip_averaged(best.user_attrs),
+            "params": best.user_attrs.get(PARAMS_ATTR),
             "macs": best.user_attrs.get(MACS_ATTR),
-            "stages": [(s["blocks"], s["channels"], s["conv_kernel"], s["skip_kernel"], s.get("block", "basic"))
-                       for s in arch.get("stages", [])],
+            "stages": [(s.blocks, s.channels, s.conv_kernel, s.skip_kernel, s.block)
+                       for s in (ArchConfig.from_dict(arch).stages if arch else ())],
             "pool_kernel": arch.get("pool_kernel"),
             "recipe": {k: v for k, v in best.user_attrs.get(RECIPE_ATTR, {}).items()
                        if k in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "epochs", "batch_size",
@@ -69,7 +90,7 @@ def _failure(t: FrozenTrial, trials: list[FrozenTrial]) -> str:
 
 def format_summary(s: dict[str, Any]) -> str:
     c = s["counts"]
-    lines = [f"study {s['study']}: {s['trials']} trials",
+    lines = [f"study {s['study']}: {plural(s['trials'], 'trial')}",
              "  " + ", ".join(f"{k} {c[k]}" for k in STATE_NAMES),
              f"  trained trials per hour: {s['trials_per_hour'] if s['trials_per_hour'] is not None else '-'}"]
     lines += _progress_lines(s)
@@ -77,12 +98,13 @@ def format_summary(s: dict[str, Any]) -> str:
     if b:
         r = b["recipe"]
         stages = " ".join(f"{bl}x{ch} {kind}(F{f},K{k})" for bl, ch, f, k, kind in b["stages"])
-        metric = "test_acc" if s.get("final") else "val_acc"  # a finalize study's value is test accuracy
-        lines += [f"  best: trial {b['trial']}, {metric} {b['val_acc']:.4f}, {b['params']:,} params, "
+        accuracies = [accuracy_label(split, b[key], b["flip_averaging"])
+                      for split, key in (("val", "val_acc"), ("test", "test_acc")) if b.get(key) is not None]
+        lines += [f"  best (by {b['chosen_by']}): trial {b['trial']}, {', '.join(accuracies)}, {b['params']:,} params, "
                   f"{b['macs'] / 1e6:.1f} MMACs",
                   f"    stages {stages}, pool {b['pool_kernel']}",
                   f"    {r.get('optimizer')} lr {r.get('lr', 0):.3g}, batch {r.get('batch_size')}, "
-                  f"{r.get('schedule')}, {r.get('epochs')} epochs"]
+                  f"{r.get('schedule')}, {plural(r.get('epochs') or 0, 'epoch')}"]
     else:
         lines.append("  best: none yet")
     for f in s["recent_failures"]:
@@ -95,13 +117,14 @@ def _progress_lines(s: dict[str, Any]) -> list[str]:
     if p["reached"]:
         lines.append(f"  target: {target_reached_message(p['trained'], p['target'])}")
     elif p["target"] is not None or p["deadline"]:
-        what = f"{p['trained']}/{p['target']} trained trials" if p["target"] is not None else f"{p['trained']} trained trials"
+        what = f"{p['trained']}/{p['target']} trained trials" if p["target"] is not None else plural(p['trained'], 'trained trial')
         if p["eta_of"] == "target":
             eta = f"about {format_duration(p['eta_seconds'])} to the target at the measured rate"
         elif p["eta_of"] == "timeout" and p["eta_seconds"] > 0:
             eta = f"the timeout ends work in {format_duration(p['eta_seconds'])} ({p['deadline']})"
         elif p["eta_of"] == "timeout":
-            eta = f"the timeout passed at {p['deadline']}: raise --timeout to go on"
+            eta = (f"the last worker's --timeout passed at {p['deadline']}; a worker started again (the same "
+                   f"command) goes on")
         else:
             eta = "no rate measured yet"
         lines.append(f"  target: {what}; {eta}")

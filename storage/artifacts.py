@@ -19,8 +19,7 @@ from typing import Any, BinaryIO
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
-from search.settings import ARTIFACTS_ENV, artifacts_location
-from search.trials import MODEL_ARTIFACT_ATTR
+from core.settings import ARTIFACTS_ENV, artifacts_location
 
 from .errors import StoreUnavailable
 
@@ -112,7 +111,7 @@ class AtomicFileSystemStore(FileSystemArtifactStore):
 
 class RetryingStore:
     """An artifact store whose every read, write and delete waits out store faults (an S3
-    endpoint down or busy, a full disk) through `retry` (search.dbretry.StoreRetry): with back-off,
+    endpoint down or busy, a full disk) through `retry` (storage.retry.StoreRetry): with back-off,
     for up to `--store-wait`, then StoreUnavailable. Optuna's stores and upload/download helpers
     do not retry; they run unchanged on top of this one. `context` ("trial 3") names what the
     calls are for in the retry's messages."""
@@ -214,7 +213,7 @@ def download_torch(store, artifact_id: str) -> dict[str, Any]:
 def remove_artifact(store, storage: optuna.storages.BaseStorage, trial_id: int, artifact_id: str) -> None:
     """Delete a superseded artifact: the file, then every metadata row that names it, so the
     dashboard lists only files that exist (`trial_id`: the trial that uploaded it)."""
-    from search.dbretry import StoppedWaiting
+    from .retry import StoppedWaiting
     try:
         store.remove(artifact_id)
     except (StoreUnavailable, StoppedWaiting):  # the store is away: not a file to skip but a fault
@@ -226,7 +225,7 @@ def remove_artifact(store, storage: optuna.storages.BaseStorage, trial_id: int, 
 
 def forget_artifact(storage: optuna.storages.BaseStorage, trial_id: int, artifact_id: str) -> None:
     """Delete the rows `artifacts:<id>` that Optuna's upload_artifact wrote on trial `trial_id`,
-    and the copies later trials hold (search/requeue.py creates a retry with its failed
+    and the copies later trials hold (storage/requeue.py creates a retry with its failed
     predecessor's system attributes, rows included).
 
     Optuna internals, on purpose and only here: Optuna has no call that deletes a trial
@@ -248,19 +247,3 @@ def forget_artifact(storage: optuna.storages.BaseStorage, trial_id: int, artifac
         storage.set_trial_system_attr(trial_id, key, json.dumps(None))
     except optuna.exceptions.UpdateFinishedTrialError:
         pass
-
-
-def model_note(study: optuna.Study, trial: optuna.trial.FrozenTrial | None, flag: str | None = None) -> str | None:
-    """Where `trial`'s model.pt lives, and whether the store still holds it (for reports)."""
-    from optuna.artifacts.exceptions import ArtifactNotFound
-    artifact = trial.user_attrs.get(MODEL_ARTIFACT_ATTR) if trial else None
-    if not artifact:
-        return None
-    location = resolve_artifact_location(flag, study)
-    try:
-        store = open_artifact_store(flag, create=False, study=study)
-        store.open_reader(artifact).close()
-        found = "present"
-    except (ValueError, FileNotFoundError, ArtifactNotFound):
-        found = "MISSING"
-    return f"`model.pt` ({artifact}) in {location}: {found} (`search export-best` writes it out)"

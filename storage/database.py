@@ -10,15 +10,10 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage
 
-from search.settings import GRACE_HEARTBEATS, WORKER_DB_WAIT
+from core.settings import GRACE_HEARTBEATS, WORKER_DB_WAIT
 
-from .errors import Unavailable
+from .errors import Unavailable, is_permanent
 from .urls import backend_of, redact, sqlite_file
-
-
-# Server answers that mean the URL is wrong, not that the server is still starting.
-PERMANENT_ERRORS = ("does not exist", "password authentication failed", "no password supplied",
-                    "no pg_hba.conf entry")
 
 
 CONNECT_TIMEOUT = 5  # s: a host that drops packets answers like one that is down, not after minutes
@@ -61,7 +56,7 @@ def wait_for_database(url: str, timeout: float = WORKER_DB_WAIT, interval: float
                     return
             except sqlalchemy.exc.OperationalError as e:
                 reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-                if any(p in reason for p in PERMANENT_ERRORS):  # waiting cannot fix these
+                if is_permanent(reason):  # the URL is wrong, not a server still starting
                     # Permanent (a user error, exit 1), not Unavailable: waiting longer changes nothing.
                     raise ValueError(f"database {redact(url)} refused the connection: {reason}") from e
                 if time.monotonic() >= deadline:
@@ -101,7 +96,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     """An RDBStorage for `url`. With a heartbeat, trials of workers that stop beating
     for `grace_period` seconds are failed and re-queued (up to `max_retry` times, once each
     however many workers notice), keeping the intermediate values their checkpoint covers so
-    the retry resumes from it (search/requeue.py). With `existing` (commands that read a
+    the retry resumes from it (storage/requeue.py). With `existing` (commands that read a
     study), a database that is missing or holds no Optuna tables is refused instead of
     created (`check_initialised`)."""
     if backend_of(url) != "sqlite":  # also rejects a bad URL before anything is opened
@@ -109,7 +104,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     if existing:
         check_initialised(url)
     kwargs: dict[str, Any] = {}
-    from search.requeue import MAX_STALE_RETRIES, RequeueOnce
+    from .requeue import MAX_STALE_RETRIES, RequeueOnce
     if heartbeat_interval:
         kwargs = dict(heartbeat_interval=heartbeat_interval,
                       grace_period=grace_period or GRACE_HEARTBEATS * heartbeat_interval,

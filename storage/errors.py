@@ -23,6 +23,11 @@ PERMANENT_REASONS = ("readonly database", "not a database", "malformed", "disk i
                      "no pg_hba.conf entry", "unable to open database file", "value too long")
 
 
+def is_permanent(reason_line: str) -> bool:
+    """Whether a driver's answer means the database or its URL is wrong (waiting cannot fix it)."""
+    return any(p in reason_line.lower() for p in PERMANENT_REASONS)
+
+
 def caused_by(error: BaseException, *types: type) -> BaseException | None:
     """The first exception of `types` in `error`'s chain of causes and contexts."""
     seen: set[int] = set()
@@ -51,7 +56,7 @@ def transient_database_error(error: BaseException) -> BaseException | None:
     if cause is None:
         return None
     deepest = caused_by(cause, sqlalchemy.exc.SQLAlchemyError) or cause
-    if any(p in reason(deepest).lower() for p in PERMANENT_REASONS):
+    if is_permanent(reason(deepest)):
         return None
     return cause
 
@@ -68,7 +73,7 @@ def database_error_line(error: BaseException) -> str | None:
 class Unavailable(ValueError):
     """A service a command needs (the database, the artifact store) stayed unreachable for the
     whole of its wait. Transient: the commands a scheduler runs (`search worker`, `run`,
-    `create`) exit with EXIT_TRANSIENT (search/settings.py) for it, "run me again later"."""
+    `create`) exit with EXIT_TRANSIENT (core/settings.py) for it, "run me again later"."""
 
 
 class StoreUnavailable(Unavailable):

@@ -1,11 +1,13 @@
 """Storage URLs: which backend a URL names, and the URL with its password hidden, both read
 by SQLAlchemy's own parser (`make_url`). Which URL a command uses (flag, $SEARCH_STORAGE,
-else the embedded `sqlite:///search.db`) is resolved in search/settings.py.
+else the embedded `sqlite:///search.db`) is resolved in core/settings.py.
 
 SQLite rather than Optuna's journal file for the embedded default: the journal backend has
 no heartbeat, so a killed worker's trial would stay RUNNING forever instead of being retried.
 """
 from __future__ import annotations
+
+import functools
 
 import re
 
@@ -54,6 +56,7 @@ def check_url(url: str) -> None:
         raise ValueError(f"bad storage URL {redact(url)!r}: {ESCAPE_HINT}")
 
 
+@functools.lru_cache(maxsize=32)  # opening one storage asks several times of the same URL
 def backend_of(url: str) -> str:
     """'sqlite' or 'postgresql'; ValueError for anything else (an unescaped password too)."""
     check_url(url)

@@ -63,7 +63,7 @@ def storage_url(request, tmp_path):
     return request.getfixturevalue("postgres").new_database()
 
 
-# The fast lane, `pytest -m "not slow"`, for everyday work (under 3 minutes on 2 cores);
+# The fast lane, `pytest -m "not slow"`, for everyday work (README.md gives its measured time);
 # CI runs everything. Slow: whole modules that start servers, schedulers or several worker
 # processes, and the single tests that train through the CLI for several seconds.
 SLOW_MODULES = {"test_faults", "test_slurm", "test_s3_artifacts", "test_connections", "test_service", "test_deploy",
@@ -73,7 +73,17 @@ SLOW_TESTS = {"test_learns_real_cifar10_subset", "test_sampled_counts_equal_buil
               "test_each_epoch_prints_a_progress_line_and_quiet_keeps_trial_lines",
               "test_ctrl_c_stops_the_trial_within_seconds_and_says_how_to_exit_at_once",
               "test_finished_study_says_so_in_run_and_status",
-              "test_a_clashing_definition_names_each_field_with_both_values"}
+              "test_a_clashing_definition_names_each_field_with_both_values",
+              # the longest of the rest (a search trained by the CLI, runs trained twice to compare)
+              "test_dashboard_serves_the_study_and_its_checkpoints",
+              "test_evaluation_progress_is_plain_lines_off_a_terminal_and_a_bar_on_one",
+              "test_resume_from_checkpoint_equals_uninterrupted_run", "test_seeded_cpu_runs_are_reproducible",
+              "test_missing_data_names_the_path_and_three_ways_before_creating_a_study",
+              "test_a_slot_started_by_hand_says_so_in_one_line", "test_nan_loss_stops_with_a_reason",
+              "test_smallest_arch_is_the_minimum_over_the_whole_space_of_every_block_type",
+              "test_tables_of_another_optuna_schema_are_refused_in_one_line_and_left_as_they_are",
+              "test_a_study_stored_before_block_types_reruns_with_the_defaults_and_keeps_its_basic_blocks",
+              "test_full_rebuilt_set"}
 
 
 def pytest_configure(config):

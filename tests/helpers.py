@@ -67,10 +67,13 @@ def running_checkpoint(url, study, min_epoch, owner_pid: int | None = None):
     return None
 
 
-def one_line_error(proc) -> str:
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    (line,) = proc.stderr.strip().splitlines()
-    return line
+def one_line_error(proc, code: int | None = 1) -> str:
+    """The one line a failed command wrote; it exited `code` (None: any failure code)."""
+    assert (proc.returncode != 0 if code is None else proc.returncode == code), (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from objectives import ArchConfig, StageConfig, build
 from objectives.checkpoint import model_file
 from search.cli import main
 
-SEARCH = str(Path(sys.executable).parent / "search")
+from tests.helpers import SEARCH
 TINY = ArchConfig(stages=(StageConfig(1, 8), StageConfig(1, 16)), pool_kernel=16)
 # A small space whose smallest model fits a 30k budget.
 SMALL_SPACE = {"arch": {"num_stages": [2, 2], "blocks": [1, 1], "channels": [8, 16]},
@@ -61,7 +60,7 @@ def trained_study(root: Path, name: str, model_bytes: bytes) -> None:
     import io
     from optuna.artifacts import FileSystemArtifactStore
     from optuna.distributions import FloatDistribution
-    from search.trials import MACS_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR
+    from core.trials import MACS_ATTR, MODEL_ARTIFACT_ATTR, PARAMS_ATTR
     url = f"sqlite:///{root / 'search.db'}"
     assert main(["create", "--study", name, "--storage", url, "--space", str(root / "space.json"), "--budget", "30000",
                  "--val-size", "200"]) == 0

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
-from pathlib import Path
 
-import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -21,8 +19,8 @@ from objectives.space import SearchSpace
 from objectives.train import Trainer
 from search.definition import StudyDefinition, create_study
 from search.objective import Objective
-from search.requeue import requeue
-from search.settings import WorkerOptions
+from storage.requeue import requeue
+from core.settings import WorkerOptions
 from storage.artifacts import ARTIFACT_ATTR_PREFIX, download_torch, open_artifact_store
 from storage.database import make_storage
 from tests.helpers import BIN, FIXED_SPACE, SEARCH

@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
 import sys
 
 import pytest
 
 from objectives import PRESETS, count_params
-
-SEARCH = shutil.which("search", path=str(__import__("pathlib").Path(sys.executable).parent))
+from tests import helpers
+from tests.helpers import SEARCH, search
 
 
 def run(*args, check=False):
-    assert SEARCH, "the `search` console script is not installed next to this Python"
-    return subprocess.run([SEARCH, *args], capture_output=True, text=True, check=check, timeout=120)
+    return search(*args, env=dict(os.environ), check=check, timeout=120)
 
 
 def test_help_lists_commands():
@@ -44,11 +43,7 @@ def test_presets_json_and_budget_flag():
 
 
 def one_line_error(proc):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+    return helpers.one_line_error(proc, code=None)  # usage errors exit 2, bad values 1
 
 
 def test_over_budget_arch_exits_1_with_count_and_budget():
@@ -99,7 +94,7 @@ def test_unknown_pruner_or_sampler_is_one_line_listing_the_choices():
 
 
 def test_settings_flag_beats_environment_beats_default(monkeypatch, tmp_path):
-    from search import settings
+    from core import settings
     from search.cli import build_parser
 
     def resolved(*argv):
@@ -125,8 +120,8 @@ def test_worker_options_reach_a_slot_whole():
     """Every worker option given on the command line is what a slot process reads back."""
     import dataclasses
     from search.cli import build_parser
-    from search.options import from_json, to_json
-    from search.settings import WorkerOptions, resolve
+    from core.options import from_json, to_json
+    from core.settings import WorkerOptions, resolve
     argv = ["worker", "--study", "s", "--storage", "postgresql+psycopg2://u:pw@h/db", "--db-wait", "9",
             "--data-dir", "/d", "--artifacts", "s3://b/p", "--gpus", "none", "--per-gpu", "2", "--n-trials", "3",
             "--timeout", "99.5", "--heartbeat", "7", "--grace", "30", "--compile", "--quiet", "--store-wait", "11",
@@ -139,7 +134,8 @@ def test_worker_options_reach_a_slot_whole():
 
 
 def test_help_shows_the_declared_defaults():
-    from search import settings, strategies
+    from core import settings
+    from search import strategies
     create = run("create", "--help", check=True).stdout
     for text in (f"{settings.DEFAULT_BUDGET:,}", f"(default {settings.DEFAULT_VAL_SIZE})",
                  f"(default {strategies.DEFAULT_PRUNER})", f"(default {strategies.DEFAULT_SAMPLER})"):

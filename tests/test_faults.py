@@ -14,7 +14,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search.cli import main
-from search.trials import trained_trials
+from core.trials import trained_trials
 from tests.servers import PostgresServer, free_port, wait_until
 from tests.helpers import FIXED_SPACE, SEARCH, load, running_checkpoint, search, space_file, worker
 
@@ -167,7 +167,7 @@ def test_unreachable_port_answers_within_seconds(capsys):
 
 
 def test_retry_waits_through_an_outage_and_gives_up_after_db_wait(capsys):
-    from search.dbretry import DatabaseRetry
+    from storage.retry import DatabaseRetry
     from storage.database import StorageUnavailable
     down = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
     calls = []
@@ -223,12 +223,12 @@ def _running_trial(storage, study_name: str, epochs: dict[int, float], checkpoin
     return study, trial._trial_id
 
 
-def test_requeue_is_once_across_processes_and_lost_commit_answers(pg):
+def test_requeue_is_once_across_processes(storage_url):
     """Eight processes recover one trial cut off by an outage at the same moment (its worker,
-    the peers' stale-trial watches), and one of them retries a re-queue whose commit went
-    through but whose answer was lost: the trial gets exactly one retry."""
+    the peers' stale-trial watches): the trial gets exactly one retry, under PostgreSQL's
+    advisory lock and under SQLite's lock file alike."""
     import multiprocessing
-    url = pg.new_database()
+    url = storage_url
     from storage.database import make_storage
     study, trial_id = _running_trial(make_storage(url), "race", {1: 0.3, 2: 0.4}, checkpoint_epoch=2)
     ctx = multiprocessing.get_context("fork")  # each child opens its own storage
@@ -244,8 +244,12 @@ def test_requeue_is_once_across_processes_and_lost_commit_answers(pg):
     assert len(retries) == 1, ([t.system_attrs for t in trials], numbers)
     assert retries[0].intermediate_values == {1: 0.3, 2: 0.4}  # what its checkpoint covers
 
-    # A commit whose answer was lost: the retry is stored, then the connection drops; the
-    # worker's database retry calls the recovery again.
+
+def test_a_requeue_whose_commit_answer_was_lost_is_not_repeated(pg):
+    """A commit whose answer was lost: the retry is stored, then the connection drops; the
+    worker's database retry calls the recovery again, and finds the retry made."""
+    from storage.database import make_storage
+    url = pg.new_database()
     study, trial_id = _running_trial(make_storage(url), "lost-answer", {1: 0.5}, checkpoint_epoch=1)
     storage = make_storage(url)
     real_create = storage.create_new_trial
@@ -259,38 +263,38 @@ def test_requeue_is_once_across_processes_and_lost_commit_answers(pg):
             raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
         return result
     storage.create_new_trial = create_then_lose_answer
-    from search.dbretry import DatabaseRetry
-    from search.worker import _recover_interrupted
+    from storage.retry import DatabaseRetry
+    from search.recovery import recover_interrupted
     study = optuna.load_study(study_name="lost-answer", storage=storage)
-    DatabaseRetry(wait=60, label="t", delays=(0.5,)).call(_recover_interrupted, study, storage, trial_id)
+    DatabaseRetry(wait=60, label="t", delays=(0.5,)).call(recover_interrupted, study, storage, trial_id)
     retries = [t for t in load(url, "lost-answer").trials if t.system_attrs.get("failed_trial") == 0]
     assert len(retries) == 1, retries
 
 
 def _recover_in_process(url, study_name, trial_id, barrier, results):
-    from search.worker import _recover_interrupted
+    from search.recovery import recover_interrupted
     from storage.database import make_storage
     storage = make_storage(url)
     study = optuna.load_study(study_name=study_name, storage=storage)
     barrier.wait()
     try:
-        results.put(_recover_interrupted(study, storage, trial_id))
+        results.put(recover_interrupted(study, storage, trial_id))
     except Exception as e:
         results.put(repr(e))
 
 
-def test_a_retry_that_starts_over_starts_with_an_empty_curve_and_status_says_what_was_requeued(tmp_path):
+def test_a_retry_that_starts_over_starts_with_an_empty_curve_and_status_says_what_was_requeued(storage_url):
     from search.status import summarize
-    from search.worker import _recover_interrupted
+    from search.recovery import recover_interrupted
     from storage.database import make_storage
-    url = f"sqlite:///{tmp_path / 's.db'}"
+    url = storage_url
     storage = make_storage(url)
     study, no_checkpoint = _running_trial(storage, "curve", {1: 0.6, 2: 0.7}, checkpoint_epoch=None)
     _, checkpoint_after_1 = _running_trial(storage, "curve", {1: 0.5, 2: 0.55}, checkpoint_epoch=1)
     _, lost = _running_trial(storage, "curve", {1: 0.2}, checkpoint_epoch=None)
     study = optuna.load_study(study_name="curve", storage=storage)
     for trial_id in (no_checkpoint, checkpoint_after_1):
-        _recover_interrupted(study, storage, trial_id)
+        recover_interrupted(study, storage, trial_id)
     storage.set_trial_state_values(lost, state=TrialState.FAIL)  # failed, its re-queue never came
     by_origin = {t.system_attrs.get("failed_trial"): t for t in load(url, "curve").trials}
     assert by_origin[0].intermediate_values == {}  # starts over: nothing to judge it by but itself

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from search.definition import load_study
 from search.finalize import spearman
 from search.pareto import pareto_front
-from search.trials import BUDGET_CONSTRAINT, FINAL_ATTR, FIXED_RECIPE_ATTR, SEED_ATTR, best_feasible
+from core.trials import BUDGET_CONSTRAINT, FINAL_ATTR, FIXED_RECIPE_ATTR, SEED_ATTR, best_feasible
 from tests.helpers import load, one_line_error, search, space_file, worker
 from tests.servers import wait_until
 
@@ -53,7 +53,7 @@ def test_finalize_trains_k_by_n_runs_resumes_a_killed_one_and_exports(env, tmp_p
                                f"weights_only=True); print(d['trial'], d['metrics']['params'])"],
                               env=env, capture_output=True, text=True, check=True).stdout.split()
     assert int(exported[0]) == small.number and int(exported[1]) <= limit
-    assert "within 1 params" in one_line_error(search("export-best", "--study", "s", "--storage", url, "--max-params",
+    assert "within 1 parameter" in one_line_error(search("export-best", "--study", "s", "--storage", url, "--max-params",
                                                       "1", "--out", str(tmp_path / "x.pt"), env=env, check=False))
 
     # finalize only enqueues: top 2 configurations x 2 seeds, 4 epochs each (the search ran 2).
@@ -135,7 +135,7 @@ def test_finalize_trains_k_by_n_runs_resumes_a_killed_one_and_exports(env, tmp_p
     search("report", "--study", "s", "--storage", url, "--out", str(tmp_path / "report"), env=env)
     summary = (tmp_path / "report" / "summary.md").read_text()
     # Two configurations can tie (a 200-image test split): then there is no correlation to show, as status says.
-    rank_line = "(Spearman): " if status["rank_correlation"] is not None else "Rank correlation: needs two"
+    rank_line = "(Spearman): " if status["rank_correlation"] is not None else "Rank correlation: needs at least two"
     assert "## Final runs" in summary and rank_line in summary and "Pareto front" in summary
     assert (tmp_path / "report" / "pareto.png").exists()
 
@@ -238,7 +238,7 @@ def test_final_schedule_defaults_and_published_epochs():
     from objectives.published import PUBLISHED_RECIPES
     from objectives.recipe import Recipe
     from search.finalize import EPOCHS_FACTOR, final_recipe
-    from search.trials import PUBLISHED_ATTR
+    from core.trials import PUBLISHED_ATTR
 
     searched = optuna.trial.create_trial(value=0.5, user_attrs={"recipe": Recipe(
         epochs=20, schedule="step", step_every_epochs=10).to_dict()})

@@ -44,11 +44,11 @@ def test_each_epoch_prints_a_progress_line_and_quiet_keeps_trial_lines(first_stu
     lines = EPOCH_LINE.findall(out)
     assert [(t, e) for t, e, _ in lines] == [("0", "1"), ("0", "2"), ("0", "3"), ("1", "1"), ("1", "2"), ("1", "3")], out
     assert [eta for *_, eta in lines][2::3] == ["done", "done"] and all(eta.endswith(" s") for *_, eta in lines[:2])
-    assert re.search(r"^\[first\] trial 1: complete val_acc", out, re.M), out
+    assert re.search(r"^\[first\] trial 1: complete, val acc", out, re.M), out
 
     quiet_env = dict(env, SEARCH_STORAGE=f"sqlite:///{tmp_path / 'quiet.db'}")
     quiet = search("run", *args[:-1], "1", "--epochs", "1", "--quiet", env=quiet_env).stdout
-    assert not re.search(r"trial \d+ epoch", quiet) and re.search(r"^\[first\] trial 0: complete val_acc", quiet, re.M), quiet
+    assert not re.search(r"trial \d+ epoch", quiet) and re.search(r"^\[first\] trial 0: complete, val acc", quiet, re.M), quiet
 
 
 def test_finished_study_says_so_in_run_and_status(first_study):
@@ -147,9 +147,31 @@ def test_dashboard_serves_the_study_and_its_checkpoints(first_study):
             assert r.status == 200
             model_file = torch.load(io.BytesIO(r.read()), weights_only=True)
         assert model_file["study"] == "first" and model_file["trial"] == t["number"]
+        # Each trial's architecture and recipe as a line a person reads, beside the JSON ones.
+        attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
+        assert re.fullmatch(r"\d stages: .*; stem 3x3; pool \d+; (relu|silu)", attrs["architecture (readable)"]), attrs
+        assert attrs["recipe (readable)"].startswith("sgd_nesterov lr ") and "flip averaging" in attrs["recipe (readable)"]
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        rest = proc.communicate(timeout=10)[0]
+    assert "GET /" not in rest, rest  # no line per request unless --verbose
+
+    port = free_port()
+    proc = subprocess.Popen([SEARCH, "dashboard", "--study", "first", "--port", str(port), "--verbose"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        proc.stdout.readline()
+        def answers() -> bool:
+            assert proc.poll() is None, "the dashboard exited"
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).status == 200
+            except OSError:
+                return False
+        wait_until(answers, 60, "the verbose dashboard")
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=10)[0]
+    assert "GET /api/studies" in rest, rest
 
 
 def test_evaluation_progress_is_plain_lines_off_a_terminal_and_a_bar_on_one(first_study, tmp_path, monkeypatch):
@@ -239,12 +261,14 @@ def test_ctrl_c_stops_the_trial_within_seconds_and_says_how_to_exit_at_once(env,
 
 def test_trial_line_says_what_the_sampler_chose_including_block_types():
     from search.progress import describe_config
-    from search.trials import ARCHITECTURE_ATTR, RECIPE_ATTR
-    arch = {"stages": [{"channels": 32, "block": "bottleneck"}, {"channels": 64, "block": "preact"},
-                       {"channels": 128, "block": "bottleneck"}]}
+    from core.trials import ARCHITECTURE_ATTR, RECIPE_ATTR
+    from objectives import ArchConfig, StageConfig
+    arch = ArchConfig(stages=(StageConfig(1, 32, block="bottleneck"), StageConfig(1, 64, block="preact"),
+                              StageConfig(1, 128, block="bottleneck")), pool_kernel=8).to_dict()
     line = describe_config({RECIPE_ATTR: {"optimizer": "adamw", "lr": 0.00213, "batch_size": 256}, ARCHITECTURE_ATTR: arch})
     assert line == "adamw lr 0.00213, batch 256; 3 bottleneck/preact stages, widths 32-128"
-    arch = {"stages": [{"channels": 16}]}  # stored before block types: basic
+    arch = ArchConfig(stages=(StageConfig(1, 16),), pool_kernel=32).to_dict()
+    del arch["stages"][0]["block"]  # stored before block types: basic
     assert describe_config({RECIPE_ATTR: {"optimizer": "sgd", "lr": 0.1, "batch_size": 64},
                             ARCHITECTURE_ATTR: arch}).endswith("1 basic stage, widths 16-16")
     assert describe_config({}) == ""

@@ -12,7 +12,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,6 @@ import pytest
 import yaml
 
 from search.cli import build_parser
-from storage import dashboard
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"
@@ -112,9 +110,6 @@ def test_every_search_command_line_parses(objects):
         if command[:1] == ["search"]:
             build_parser().parse_args(command[1:])  # the exact line, as Kubernetes expands it
             commands.append(command[1])
-        elif command[:3] == ["python", "-m", "storage.dashboard"]:
-            dashboard.build_parser().parse_args(command[3:])
-            commands.append("dashboard")
     assert sorted(commands) == ["create", "dashboard", "prepare-data", "worker"]
 
 
@@ -170,7 +165,7 @@ def test_data_is_prepared_once_on_a_shared_volume(objects):
 
 
 def test_workers_are_a_work_queue_of_one_gpu_pods_replaced_on_term_or_a_transient_exit(objects):
-    from search.settings import EXIT_TRANSIENT
+    from core.settings import EXIT_TRANSIENT
     job = by_kind(objects, "Job", "resnet-search-workers")[0]
     spec, pod = job["spec"], job["spec"]["template"]["spec"]
     assert spec["parallelism"] >= 1 and "completions" not in spec  # work queue: pods stop when the study is done

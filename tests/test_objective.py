@@ -12,7 +12,7 @@ from objectives.recipe import Recipe
 from objectives.prepare import prepare_data
 from search.definition import StudyDefinition
 from search.objective import Objective
-from search.trials import BUDGET_CONSTRAINT
+from core.trials import BUDGET_CONSTRAINT
 from storage.artifacts import open_artifact_store
 
 

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from objectives import count_params, get_preset
 from objectives.published import BASELINE_RECIPES, HE_RESNET20, PUBLISHED_RECIPES, PublishedRecipe, get_published_recipe
 from objectives.recipe import Recipe
-from search.trials import FIXED_RECIPE_ATTR, PUBLISHED_ATTR
+from core.trials import FIXED_RECIPE_ATTR, PUBLISHED_ATTR
 from tests.conftest import SHARED
 from tests.helpers import load, one_line_error, search
 

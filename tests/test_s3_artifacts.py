@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -82,7 +81,7 @@ def test_retry_on_another_host_resumes_from_s3_and_readers_need_no_flag(postgres
 
     # The dashboard on the third host serves the model from S3 (location remembered by the study).
     port = free_port()
-    dash = subprocess.Popen([sys.executable, "-m", "storage.dashboard", "--storage", url, "--port", str(port)],
+    dash = subprocess.Popen([SEARCH, "dashboard", "--storage", url, "--port", str(port)],  # every study
                             cwd=hosts[2], env=s3_env, stdout=(tmp_path / "dash.log").open("w"), stderr=subprocess.STDOUT)
     try:
         body = wait_until(lambda: _get(f"http://127.0.0.1:{port}/artifacts/{study._study_id}/{retry._trial_id}/"

@@ -53,7 +53,7 @@ def test_two_workers_prune_export_and_optuna_cli(storage_url, env, tmp_path):
     status = json.loads(search("status", "--study", "e2e", "--storage", storage_url, "--json", env=env).stdout)
     assert status["counts"]["complete"] == len(feasible) and status["counts"]["pruned"] == len(pruned)
     assert status["counts"]["infeasible"] == len(infeasible) and status["best"]["trial"] == best.number
-    assert "best: trial" in search("status", "--study", "e2e", "--storage", storage_url, env=env).stdout
+    assert "best (by best validation accuracy): trial" in search("status", "--study", "e2e", "--storage", storage_url, env=env).stdout
 
     out = tmp_path / "best.pt"
     search("export-best", "--study", "e2e", "--storage", storage_url, "--out", str(out), env=env)

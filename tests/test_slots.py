@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.worker import MAX_SLOTS_PER_GPU, available_cpus, slots, visible_gpus
+from search.supervisor import MAX_SLOTS_PER_GPU, available_cpus, slots, visible_gpus
 
 UUIDS = "GPU-8a1c0f3e-1b2c-4d5e-8f90-a1b2c3d4e5f6,GPU-0f9e8d7c-6b5a-4c3d-9e2f-1a0b9c8d7e6f"
 

@@ -6,7 +6,6 @@ other tasks run on. A `scancel` of one task or of the array sticks: nothing come
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -156,7 +155,7 @@ def test_a_transient_exit_requeues_the_task_and_a_user_error_fails_it(slurm, pos
     """Exit 75 (the database or artifact store stayed away past --db-wait) comes back later;
     exit 1 (here a study that does not exist, from the real worker) ends the task FAILED."""
     url = postgres.new_database()
-    # The worker's own exit 75 lands separately (search/settings.py EXIT_TRANSIENT): a stand-in
+    # The worker's own exit 75 lands separately (core/settings.py EXIT_TRANSIENT): a stand-in
     # with that exit code drives the script's side of it here.
     transient = tmp_path / "transient-worker"
     transient.write_text("#!/bin/sh\necho stand-in worker exiting 75\nexit 75\n")

@@ -127,6 +127,26 @@ def test_schedule_curves_match_their_definition(mini, schedule):
     assert lr_factor(recipe, spe, 12) == pytest.approx(lrs[12] / 0.4)
 
 
+@pytest.mark.parametrize("mode", ["none", "norm", "value"])
+def test_gradient_clipping_follows_the_recipe(mini, mode):
+    """Each clipping mode bounds what it names: the global norm, or every element."""
+    trainer = Trainer(TINY, dataclasses.replace(QUICK, grad_clip_mode=mode, grad_clip_max=1e-3), mini)
+    model = trainer.model
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    if trainer.clip_gradients is not None:
+        trainer.clip_gradients(model.parameters(), 1e-3)
+    grads = [p.grad for p in model.parameters()]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+    largest = max(g.abs().max().item() for g in grads)
+    if mode == "none":
+        assert largest == 0.5
+    elif mode == "norm":
+        assert norm == pytest.approx(1e-3, rel=1e-3) and largest < 1e-3
+    else:
+        assert largest == pytest.approx(1e-3) and norm > 1e-3
+
+
 def test_nan_loss_stops_with_a_reason(mini):
     trainer = Trainer(TINY, dataclasses.replace(QUICK, epochs=4), mini)
     calls = {"n": 0}

@@ -14,7 +14,7 @@ from PIL import Image
 from search.definition import StudyDefinition
 from search.report import MIN_TRIALS_FOR_IMPORTANCES, write_report
 from search.status import format_summary, summarize
-from search.trials import (BUDGET_CONSTRAINT, FAIL_REASON_ATTR, INFEASIBLE_ATTR, MACS_ATTR, PARAMS_ATTR,
+from core.trials import (BUDGET_CONSTRAINT, FAIL_REASON_ATTR, INFEASIBLE_ATTR, MACS_ATTR, PARAMS_ATTR,
                            REQUEUED_ATTR, best_feasible, counts_as_trained, is_infeasible, trained_trials)
 
 BUDGET = 10_000
@@ -104,9 +104,44 @@ def test_report_draws_importances_only_from_enough_trained_trials(tmp_path, n_tr
 
 
 def test_status_names_each_stage_of_the_best_trial_with_its_block_type():
-    from search.trials import ARCHITECTURE_ATTR
+    from core.trials import ARCHITECTURE_ATTR
     stages = [{"blocks": 2, "channels": 32, "conv_kernel": 3, "skip_kernel": 1, "block": "bottleneck"},
               {"blocks": 1, "channels": 64, "conv_kernel": 5, "skip_kernel": 3}]  # stored before block types: basic
     study = optuna.create_study(direction="maximize")
     study.add_trial(sample(value=0.7, **{ARCHITECTURE_ATTR: {"stages": stages, "pool_kernel": 4}}))
     assert "stages 2x32 bottleneck(F3,K1) 1x64 basic(F5,K3), pool 4" in format_summary(summarize(study))
+
+
+def test_every_best_names_its_split_and_flip_averaging_and_validation_chooses():
+    """status, report and pareto name the same best trial, chosen by validation, and each accuracy
+    says its split and whether flip averaging made it (the recipe's tta_flip)."""
+    from search.pareto import format_front, front_rows
+    flipped, single = {"recipe": {"tta_flip": True, "epochs": 2}}, {"recipe": {"tta_flip": False, "epochs": 2}}
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([sample(value=0.51, params=4_000, **flipped), sample(value=0.47, params=3_000, **single)])
+    text = format_summary(summarize(study, StudyDefinition(budget=BUDGET)))
+    assert "best (by best validation accuracy): trial 0, val acc 0.5100 (flip averaging on), 4,000 params" in text
+    front = format_front(front_rows(study), study.study_name)
+    assert "val acc flip" in front and " 0.5100   on " in front and " 0.4700  off " in front, front
+
+
+def test_a_finalize_study_best_is_chosen_by_validation_as_export_best_final_chooses(tmp_path):
+    """A finalize study's values are test accuracies: its best is not the top test run but the
+    one `export-best --final` hands over (best mean final validation accuracy), in status and report."""
+    from search.finalize import best_final
+    definition = StudyDefinition(budget=BUDGET, final={"source": "s", "full_train": False, "seeds": 1, "top": 2,
+                                                       "epochs": 4, "source_trials": [3, 5]})
+    study = optuna.create_study(direction="maximize")
+    for number, (val, test) in {3: (0.60, 0.52), 5: (0.55, 0.53)}.items():
+        origin = {"source_study": "s", "source_trial": number, "search_rank": 1, "search_val_acc": 0.5, "seed_index": 0}
+        study.add_trial(sample(value=test, final=origin, test_acc=test, val_acc=val, model_artifact="m",
+                               recipe={"tta_flip": True, "epochs": 4}))
+    chosen, how = best_final(study, definition)
+    s = summarize(study, definition)
+    assert s["best"]["trial"] == chosen.number == 0 and study.best_trial.number == 1  # not Optuna's top test
+    assert (f"best (by {how}): trial 0, val acc 0.6000 (flip averaging on), test acc 0.5200 (flip averaging on)"
+            in format_summary(s))
+    write_report(study, definition, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Best trial: 0" in summary and "validation accuracy **0.6000** (flip averaging on)" in summary
+    assert "test accuracy **0.5200** (flip averaging on)" in summary

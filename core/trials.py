@@ -17,6 +17,9 @@ INFEASIBLE_ATTR = "infeasible"        # the reason an over-budget sample was not
 # ... for a sample within the budget, as it trains:
 ARCHITECTURE_ATTR = "architecture"    # ArchConfig.to_dict()
 RECIPE_ATTR = "recipe"                # Recipe.to_dict()
+# ... the same two as one line each, for a person reading the dashboard's user attributes
+ARCHITECTURE_TEXT_ATTR = "architecture (readable)"
+RECIPE_TEXT_ATTR = "recipe (readable)"
 DEVICE_ATTR = "device"
 WORKER_ATTR = "worker"                # {"host", "pid"}
 CURVE_ATTR = "curve"                  # per-epoch metrics so far
@@ -41,7 +44,7 @@ FIXED_ARCH_ATTR = "fixed_architecture"
 SEED_ATTR = "seed"
 PUBLISHED_ATTR = "published_recipe"   # the preset whose published recipe an enqueued trial trains with
 OUTSIDE_SPACE_ATTR = "outside_space"  # the fixed recipe's values the study's space cannot produce (enqueued anyway)
-# A finalize study's runs (search/finalize.py):
+# A finalize study's runs (search/finalize/):
 FINAL_ATTR = "final"                  # where its configuration came from, which seed
 TEST_ACC_ATTR = "test_acc"           # as the run's recipe evaluates: with flip averaging if tta_flip
 SINGLE_VIEW_TEST_ACC_ATTR = "test_acc_single_view"  # each test image once: what every run can be compared on
@@ -55,6 +58,19 @@ MACS_CONSTRAINT = "macs_over_budget"   # recorded by studies with a compute budg
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 INFEASIBLE_STATE = "infeasible"
 STATE_NAMES = ("complete", "pruned", INFEASIBLE_STATE, "fail", "running", "waiting")  # as status and report list them
+
+
+def flip_averaged(user_attrs: dict) -> bool:
+    """Whether the trial's accuracies average each image with its mirror: its recipe's tta_flip,
+    which training's validation, a final run's test and `search evaluate` all follow."""
+    recipe = user_attrs.get(RECIPE_ATTR) or user_attrs.get(FIXED_RECIPE_ATTR) or {}
+    return bool(recipe.get("tta_flip", False))
+
+
+def accuracy_label(split: str, value: float, flip: bool) -> str:
+    """`val acc 0.5360 (flip averaging on)`: every accuracy a command prints names its split and
+    whether flip averaging made it (the same model scores differently with and without)."""
+    return f"{split} acc {value:.4f} (flip averaging {'on' if flip else 'off'})"
 
 
 def is_infeasible(trial: FrozenTrial) -> bool:

@@ -24,7 +24,7 @@ import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from .trials import FAIL_REASON_ATTR, REQUEUED_ATTR, RESUME_CHECKPOINT_ATTR
+from core.trials import FAIL_REASON_ATTR, REQUEUED_ATTR, RESUME_CHECKPOINT_ATTR
 
 MAX_STALE_RETRIES = 3  # a trial whose worker keeps dying (heartbeats stop) is retried this often
 LOCK_NAMESPACE = 0x52534551  # first key of the advisory lock ("RSEQ"), the study id is the second

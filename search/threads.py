@@ -1,0 +1,43 @@
+"""CPU threads for training and evaluation on a machine others are using too.
+
+PyTorch runs each operation on all cores, and its threads wait for each other at the end of
+every operation. When other work holds the cores (the load average at or above the CPU count),
+a thread that is not scheduled stalls the others: measured with the README demo at load 7-9 on
+2 cores, one thread trained an epoch about 3x faster than two (benchmarks/results/demo_cpu.json).
+So on a busy machine a CPU process uses one thread, unless OMP_NUM_THREADS says otherwise.
+"""
+from __future__ import annotations
+
+import os
+
+
+def busy_cpu_threads(cpus: int | None = None, load: float | None = None) -> int | None:
+    """1 when the machine is busy (1-minute load average >= its CPUs) and OMP_NUM_THREADS is not
+    set, else None (PyTorch's default: a thread per core)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0] if load is None else load
+    return 1 if cpus > 1 and load >= cpus else None
+
+
+def fit_threads_to_load(device: str) -> str | None:
+    """On the CPU of a busy machine, train or evaluate with one thread; the line saying so, or None."""
+    if device != "cpu":
+        return None
+    threads = busy_cpu_threads()
+    if threads is None:
+        return None
+    import torch
+    torch.set_num_threads(threads)
+    return (f"the CPUs are busy (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs): using {threads} thread "
+            f"(threads wait on each other when other work holds the cores; OMP_NUM_THREADS overrides)")
+
+
+def say_busy(device: str) -> None:
+    """fit_threads_to_load for a command whose stdout is its result: the line goes to stderr,
+    where its progress goes."""
+    import sys
+    if busy := fit_threads_to_load(device):
+        print(busy, file=sys.stderr, flush=True)

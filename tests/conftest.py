@@ -83,7 +83,9 @@ SLOW_TESTS = {"test_learns_real_cifar10_subset", "test_sampled_counts_equal_buil
               "test_smallest_arch_is_the_minimum_over_the_whole_space_of_every_block_type",
               "test_tables_of_another_optuna_schema_are_refused_in_one_line_and_left_as_they_are",
               "test_a_study_stored_before_block_types_reruns_with_the_defaults_and_keeps_its_basic_blocks",
-              "test_full_rebuilt_set", "test_killed_trial_resumes_within_k_epochs_and_dashboard_lists_only_live_files",
+              "test_full_rebuilt_set",
+              # resume drills: runs trained straight and again from checkpoints (1-2 min each)
+              "test_killed_trial_resumes_within_k_epochs_and_dashboard_lists_only_live_files",
               "test_resume_keeps_the_best_epochs_weights_stored_once", "test_a_version_1_checkpoint_still_resumes"}
 
 

@@ -71,6 +71,11 @@ def test_retry_on_another_host_resumes_from_s3_and_readers_need_no_flag(postgres
     # The superseded checkpoint of the failed attempt is gone; only the model is left.
     assert s3.keys(BUCKET, PREFIX) == [f"{PREFIX}/{retry.user_attrs['model_artifact']}"]
     assert not any((h / "artifacts").exists() for h in hosts)  # nothing written to local disks
+    # So are its artifact rows, on the failed attempt and on the retry that copied them: each row
+    # left (what optuna-dashboard lists) names an object in the bucket, and none is a null.
+    rows = {k[len("artifacts:"):]: json.loads(v) for t in study.trials for k, v in t.system_attrs.items()
+            if k.startswith("artifacts:")}
+    assert None not in rows.values() and {f"{PREFIX}/{a}" for a in rows} == set(s3.keys(BUCKET, PREFIX)), rows
 
     # A third host, no flag, no shared disk: export and report find the model through the study.
     export = search("export-best", "--study", "s3", "--storage", url, "--out", str(hosts[2] / "best.pt"), env=s3_env)

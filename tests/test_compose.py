@@ -75,7 +75,9 @@ def test_worker_reserves_all_gpus_and_waits_for_init(config):
     assert w["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert w["depends_on"]["prepare-data"]["condition"] == "service_completed_successfully"
     assert w["depends_on"]["create-study"]["condition"] == "service_completed_successfully"
-    assert w["restart"] == "unless-stopped"
+    # Back after a crash or a kill (exit != 0), but not after reaching --n-trials (exit 0):
+    # unless-stopped would start a finished worker again and again.
+    assert w["restart"] == "on-failure"
     assert w["command"][:2] == ["search", "worker"] and "--gpus" in w["command"]
 
 
@@ -137,6 +139,15 @@ def test_password_is_required_and_kept_off_command_lines():
         assert PASSWORD not in " ".join(s.get("command") or []), name
 
 
+def test_a_second_host_points_every_service_at_one_database():
+    """More GPU hosts (README): DATABASE_HOST/DATABASE_PORT in .env send every service of ours
+    to the first host's database, as tests/test_compose_engine.py runs a second host."""
+    env = {**os.environ, "POSTGRES_PASSWORD": PASSWORD, "DATABASE_HOST": "gpu-host-1.internal", "DATABASE_PORT": "15432"}
+    services = json.loads(compose("config", "--format", "json", env=env).stdout)["services"]
+    urls = {services[n]["environment"]["SEARCH_STORAGE"] for n in ("prepare-data", "create-study", "worker", "dashboard")}
+    assert urls == {f"postgresql+psycopg2://search:{PASSWORD}@gpu-host-1.internal:15432/search"}
+
+
 def test_dashboard_command_serves_the_storage_from_its_environment(tmp_path):
     """The dashboard's python -c line, run as compose runs it (storage from SEARCH_STORAGE)."""
     import sys
@@ -145,11 +156,11 @@ def test_dashboard_command_serves_the_storage_from_its_environment(tmp_path):
     from tests.servers import free_port
     command = json.loads(compose("config", "--format", "json").stdout)["services"]["dashboard"]["command"]
     port = free_port()
-    code = command[2].replace("port=8080", f"port={port}").replace("'/artifacts'", repr(str(tmp_path)))
+    code = command[2].replace("'/artifacts'", repr(str(tmp_path)))
     import optuna
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     optuna.create_study(study_name="from-env", storage=url)
-    env = {**os.environ, "SEARCH_STORAGE": url}
+    env = {**os.environ, "SEARCH_STORAGE": url, "DASHBOARD_HOST": "127.0.0.1", "DASHBOARD_PORT": str(port)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

@@ -1,6 +1,8 @@
 #!/bin/sh
 # First start: create the cluster, user and database from POSTGRES_USER/PASSWORD/DB, as the
-# official image does; then serve on all interfaces with password authentication.
+# official image does; then serve with password authentication on POSTGRES_LISTEN (default
+# all interfaces, as the official image) and PGPORT (default 5432). The engine test runs it
+# on the host's network, so it listens on 127.0.0.1 and a free port there.
 set -e
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   printf '%s\n' "$POSTGRES_PASSWORD" > /tmp/pwfile
@@ -11,4 +13,4 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   [ "$POSTGRES_DB" = "postgres" ] || createdb -U "$POSTGRES_USER" "$POSTGRES_DB"
   pg_ctl -D "$PGDATA" -w stop
 fi
-exec postgres -D "$PGDATA" -c listen_addresses='*'
+exec postgres -D "$PGDATA" -c listen_addresses="${POSTGRES_LISTEN:-*}" -c port="${PGPORT:-5432}"

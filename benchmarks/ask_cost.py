@@ -9,13 +9,19 @@ Hyperband rung, and a heartbeat (dated a day ahead: the stale-trial check reads 
 
 Per R, the same process runs the worker's per-trial path (`study.optimize(n_trials=1)`:
 the stale-trial check, ask with the WAITING pop, the objective's sampling and attributes,
-one epoch's report and should_prune, tell, then the `--n-trials` check), once to warm the
-cache (a worker's first trial reads the whole study; left out), then `--repeats` times,
-through two storages side by side:
+one epoch's report and should_prune, tell, then the `--n-trials` check), once to read what
+the step added (left out), then `--repeats` times,
+through two storages side by side, each a long-lived worker (one process, its cache kept
+across the steps):
 
 - optuna: Optuna's RDB cache as `optuna.load_study` builds it, and Optuna's stale-trial check
   (what workers ran before);
 - snapshot: the worker's storage (storage/snapshot.py, and storage/heartbeat.py's check).
+
+Each row: medians of ask_tell_s (the path above, should_prune aside), ask_tell_cpu_s (its CPU
+seconds in this process, should_prune included: the machine's load aside), sampler_s (inside the
+sampler, its reads included), reads_s (inside the storage's trial-list reads, any caller),
+prune_s (one should_prune) and target_s (the `--n-trials` check).
 
     .venv/bin/python benchmarks/ask_cost.py --json benchmarks/results/ask_cost.json
 """
@@ -35,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from storage_load import history  # noqa: E402  (torch-free import of objectives, random finished trials)
+from storage_load import TimedSampler, history  # noqa: E402  (torch-free import of objectives, random finished trials)
 
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
@@ -141,10 +147,11 @@ def one_trial(study: optuna.Study, definition: StudyDefinition) -> dict:
         trained_trials(study)  # the --n-trials check after every trial
         parts["target_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     study.optimize(objective, n_trials=1, callbacks=[after_trial])
-    # ask+tell: everything the service does around one trial, the pruning check aside (once per epoch)
-    return {"ask_tell_s": time.perf_counter() - t - parts["prune_s"], **parts}
+    # ask+tell: everything the service does around one trial, the pruning check aside (once per epoch).
+    # Its CPU seconds in this process (PostgreSQL's aside) say what it costs on a core of its own.
+    return {"ask_tell_s": time.perf_counter() - t - parts["prune_s"], "ask_tell_cpu_s": time.process_time() - cpu, **parts}
 
 
 def variants() -> dict:
@@ -156,16 +163,40 @@ def variants() -> dict:
     return {"optuna": before, "snapshot": worker_study_storage}
 
 
-def measure(url: str, variant: str, wrap, definition: StudyDefinition, repeats: int) -> dict:
-    rdb = make_storage(url, heartbeat_interval=20, grace_period=60)
-    study, _ = load_study(wrap(rdb), STUDY)
-    warm = one_trial(study, definition)
-    runs = [one_trial(study, definition) for _ in range(repeats)]
-    rdb.engine.dispose()
-    row = {"storage": variant, "warmup_ask_tell_s": round(warm["ask_tell_s"], 3),
-           **{k: round(statistics.median(r[k] for r in runs), 3) for k in ("ask_tell_s", "prune_s", "target_s")},
-           "ask_tell_runs_s": [round(r["ask_tell_s"], 3) for r in runs], "load_avg": os.getloadavg()}
-    return row
+class Worker:
+    """One long-lived worker's study on one storage: its first trial reads the whole study
+    (left out, as a worker pays it once at start); later steps reuse its warm cache."""
+
+    def __init__(self, url: str, wrap, definition: StudyDefinition):
+        self.rdb = make_storage(url, heartbeat_interval=20, grace_period=60)
+        self.study, _ = load_study(wrap(self.rdb), STUDY)
+        self.definition = definition
+        # Where the time goes: inside the sampler (its own reads included), and inside the
+        # storage's trial-list reads (whoever asks: the pop, TPE, Hyperband, the target check).
+        self.study.sampler = self.sampler = TimedSampler(self.study.sampler)
+        self.reads = 0.0
+        storage, read = self.study._storage, self.study._storage.get_all_trials
+
+        def timed_read(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return read(*args, **kwargs)
+            finally:
+                self.reads += time.perf_counter() - t
+        storage.get_all_trials = timed_read
+        self.warmup_s = one_trial(self.study, definition)["ask_tell_s"]
+
+    def trial(self) -> dict:
+        sampler, reads = self.sampler.seconds, self.reads
+        return {**one_trial(self.study, self.definition), "sampler_s": self.sampler.seconds - sampler,
+                "reads_s": self.reads - reads}
+
+    def measure(self, repeats: int) -> dict:
+        self.trial()  # reads the trials added since the last step, once
+        runs = [self.trial() for _ in range(repeats)]
+        return {**{k: round(statistics.median(r[k] for r in runs), 3)
+                   for k in ("ask_tell_s", "ask_tell_cpu_s", "sampler_s", "reads_s", "prune_s", "target_s")},
+                "ask_tell_runs_s": [round(r["ask_tell_s"], 3) for r in runs], "load_avg": os.getloadavg()}
 
 
 def main() -> None:
@@ -194,16 +225,16 @@ def main() -> None:
         setup = make_storage(url)
         study = create_study(setup, STUDY, definition)
         result["populate_finished_s"] = round(populate(setup, study, definition, args.finished, TrialState.COMPLETE, 0), 1)
+        workers = {name: Worker(url, wrap, definition) for name, wrap in chosen.items()}
+        result["warmup_ask_tell_s"] = {name: round(w.warmup_s, 1) for name, w in workers.items()}
         have = 0
         for running in [int(x) for x in args.running.split(",")]:
             if running > have:
                 populate(setup, study, definition, running - have, TrialState.RUNNING, running)
                 have = running
             rows = {}
-            for name, wrap in chosen.items():
-                rows[name] = measure(url, name, wrap, definition, args.repeats)
-                rows[name].update(finished=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-                                  running=running)
+            for name, worker in workers.items():
+                rows[name] = {"storage": name, "running": running, **worker.measure(args.repeats)}
                 print(json.dumps(rows[name]), flush=True)
             if "optuna" in rows and "snapshot" in rows:
                 rows["snapshot"]["speedup_vs_optuna"] = round(rows["optuna"]["ask_tell_s"] / rows["snapshot"]["ask_tell_s"], 1)

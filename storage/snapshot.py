@@ -50,11 +50,18 @@ class _View:
 
 
 class SnapshotStorage(_CachedStorage):
+    """Optuna's RDB cache with the refresh described above; what a worker's study runs on."""
+
     def __init__(self, backend: RDBStorage, refresh_seconds: float = REFRESH_SECONDS,
                  reread_running: int = REREAD_RUNNING) -> None:
         super().__init__(backend)
         self.refresh_seconds, self.reread_running = refresh_seconds, reread_running
         self._views: dict[int, _View] = {}
+
+    def delete_study(self, study_id: int) -> None:
+        super().delete_study(study_id)
+        with self._lock:
+            self._views.pop(study_id, None)
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:

@@ -41,16 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from storage_load import TimedSampler, history  # noqa: E402  (torch-free import of objectives, random finished trials)
+from storage_load import TimedSampler, history, record_sample  # noqa: E402  (torch-free import of objectives, random finished trials)
 
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from objectives.counting import count_macs, count_params  # noqa: E402
-from objectives.recipe import sample_recipe  # noqa: E402
-from objectives.space import sample_arch  # noqa: E402
 from search.definition import StudyDefinition, create_study, load_study  # noqa: E402
-from core.trials import (ARCHITECTURE_ATTR, BUDGET_CONSTRAINT, CURVE_ATTR, MACS_ATTR, PARAMS_ATTR,  # noqa: E402
+from core.trials import (ARCHITECTURE_ATTR, CURVE_ATTR, MACS_ATTR, PARAMS_ATTR,  # noqa: E402
                            RECIPE_ATTR, RESUME_CHECKPOINT_ATTR, WORKER_ATTR, trained_trials)
 from storage.database import make_storage, quiet_optuna  # noqa: E402
 
@@ -127,15 +124,7 @@ def one_trial(study: optuna.Study, definition: StudyDefinition) -> dict:
     parts = {"prune_s": 0.0, "target_s": 0.0}
 
     def objective(trial: optuna.Trial) -> float:
-        arch = sample_arch(trial, definition.space.arch, definition.budget, definition.max_macs)
-        recipe = sample_recipe(trial, definition.space.recipe)
-        params = count_params(arch)
-        trial.set_user_attr(PARAMS_ATTR, params)
-        trial.set_user_attr(MACS_ATTR, count_macs(arch))
-        trial.set_constraint(BUDGET_CONSTRAINT, float(params - definition.budget))
-        trial.set_user_attr(ARCHITECTURE_ATTR, arch.to_dict())
-        trial.set_user_attr(RECIPE_ATTR, recipe.to_dict())
-        trial.set_user_attr(WORKER_ATTR, {"host": "bench", "pid": os.getpid()})
+        record_sample(trial, definition)
         trial.report(0.5, 1)
         t = time.perf_counter()
         trial.should_prune()

@@ -89,6 +89,20 @@ class TimedSampler(optuna.samplers.BaseSampler):
 
 # ---- part 1: one worker process -----------------------------------------------------------
 
+
+def record_sample(trial: optuna.Trial, definition) -> None:
+    """Sample and record a configuration as search/objective.py does (its attributes, sizes and
+    budget constraint), without building or training it."""
+    arch = sample_arch(trial, definition.space.arch, definition.budget, definition.max_macs)
+    recipe = sample_recipe(trial, definition.space.recipe)
+    params = count_params(arch)
+    trial.set_user_attr(PARAMS_ATTR, params)
+    trial.set_user_attr(MACS_ATTR, count_macs(arch))
+    trial.set_constraint(BUDGET_CONSTRAINT, float(params - definition.budget))
+    trial.set_user_attr(ARCHITECTURE_ATTR, arch.to_dict())
+    trial.set_user_attr(RECIPE_ATTR, recipe.to_dict())
+    trial.set_user_attr(WORKER_ATTR, {"host": "bench", "pid": os.getpid()})
+
 def run_worker(url: str, study_name: str, n_trials: int, epochs: int, epoch_sleep: float, artifacts: str,
                checkpoint_bytes: int, out: str) -> None:
     quiet_optuna()
@@ -110,15 +124,7 @@ def run_worker(url: str, study_name: str, n_trials: int, epochs: int, epoch_slee
             timers[key] += time.perf_counter() - t
 
     def objective(trial: optuna.Trial) -> float:
-        arch = sample_arch(trial, definition.space.arch, definition.budget)  # as search/objective.py
-        recipe = sample_recipe(trial, definition.space.recipe)
-        params = count_params(arch)
-        trial.set_user_attr(PARAMS_ATTR, params)
-        trial.set_user_attr(MACS_ATTR, count_macs(arch))
-        trial.set_constraint(BUDGET_CONSTRAINT, float(params - definition.budget))
-        trial.set_user_attr(ARCHITECTURE_ATTR, arch.to_dict())
-        trial.set_user_attr(RECIPE_ATTR, recipe.to_dict())
-        trial.set_user_attr(WORKER_ATTR, {"host": "bench", "pid": os.getpid()})
+        record_sample(trial, definition)
         previous, curve, value = None, [], random.random()
         for epoch in range(1, epochs + 1):
             time.sleep(epoch_sleep)  # training

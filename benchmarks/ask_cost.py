@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from storage_load import TimedSampler, history, record_sample  # noqa: E402  (torch-free import of objectives, random finished trials)
+from storage_load import TimedSampler, history, record_sample, write_result  # noqa: E402  (torch-free import of objectives, random finished trials)
 
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
@@ -231,9 +231,7 @@ def main() -> None:
         setup.engine.dispose()
     finally:
         postgres.remove()
-    result["machine"]["load_after"] = os.getloadavg()
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.json)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,13 @@ class TimedSampler(optuna.samplers.BaseSampler):
 # ---- part 1: one worker process -----------------------------------------------------------
 
 
+def write_result(result: dict, path: str | None) -> None:
+    """The load average after the run beside the figures, then the JSON (when asked for)."""
+    result["machine"]["load_after"] = os.getloadavg()
+    if path:
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def record_sample(trial: optuna.Trial, definition) -> None:
     """Sample and record a configuration as search/objective.py does (its attributes, sizes and
     budget constraint), without building or training it."""
@@ -303,9 +310,7 @@ def main() -> None:
     finally:
         bouncer.stop()
         postgres.remove()
-    result["machine"]["load_after"] = os.getloadavg()
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.json)
 
 
 if __name__ == "__main__":

@@ -430,7 +430,7 @@ TTA_HELP = ("average logits over each test image and its mirror, or not (default
 
 EXAMPLES = """examples:
   search run --study demo --space examples/demo-space.json --budget 250000 --max-macs 15000000 \\
-             --epochs 2 --train-limit 10000 --val-size 1000 --n-trials 4 --timeout 120
+             --epochs 2 --train-limit 10000 --val-size 1000 --n-trials 4 --timeout 200
                                a small search on this machine (a few minutes on a CPU)
   search status --study demo   progress, time to the target, the best trial
   search dashboard --study demo

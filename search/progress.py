@@ -90,8 +90,8 @@ def describe_arch(arch: dict[str, Any]) -> str:
               + (f" width {arch['stem_width']}" if arch.get("stem_width") else ""),
               f"pool {arch.get('pool_kernel')}", arch.get("activation", "relu")]
     extras += [f"SE 1/{arch['se_ratio']}"] if arch.get("se_ratio") else []
-    extras += [f"dropout {arch['block_dropout']:g} in blocks"] if arch.get("block_dropout") else []
-    extras += [f"dropout {arch['head_dropout']:g} before the classifier"] if arch.get("head_dropout") else []
+    extras += [f"dropout {arch['block_dropout']:.2g} in blocks"] if arch.get("block_dropout") else []
+    extras += [f"dropout {arch['head_dropout']:.2g} before the classifier"] if arch.get("head_dropout") else []
     return f"{plural(len(arch['stages']), 'stage')}: {stages}; " + "; ".join(extras)
 
 

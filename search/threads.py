@@ -2,8 +2,9 @@
 
 PyTorch runs each operation on all cores, and its threads wait for each other at the end of
 every operation. When other work holds the cores (the load average at or above the CPU count),
-a thread that is not scheduled stalls the others: measured with the README demo at load 7-9 on
-2 cores, one thread trained an epoch about 3x faster than two (benchmarks/results/demo_cpu.json).
+a thread that is not scheduled stalls the others: the README demo's first trial took 574 s with
+two threads at load 10 on 2 cores, 168 s with one at load 8, and the whole command 328 against
+103 CPU seconds (benchmarks/results/demo_cpu.json).
 So on a busy machine a CPU process uses one thread, unless OMP_NUM_THREADS says otherwise.
 """
 from __future__ import annotations

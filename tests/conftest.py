@@ -86,7 +86,12 @@ SLOW_TESTS = {"test_learns_real_cifar10_subset", "test_sampled_counts_equal_buil
               "test_full_rebuilt_set",
               # resume drills: runs trained straight and again from checkpoints (1-2 min each)
               "test_killed_trial_resumes_within_k_epochs_and_dashboard_lists_only_live_files",
-              "test_resume_keeps_the_best_epochs_weights_stored_once", "test_a_version_1_checkpoint_still_resumes"}
+              "test_resume_keeps_the_best_epochs_weights_stored_once", "test_a_version_1_checkpoint_still_resumes",
+              # two searches run through the CLI to compare their trials; a search stopped by its timeout
+              "test_one_worker_with_the_same_seed_runs_the_same_trials",
+              "test_the_worker_says_it_loads_data_starts_a_trial_and_that_the_timeout_stopped_it",
+              # real PostgreSQL with hundreds of trials written and read back
+              "test_rows_read_per_trial_do_not_grow_with_running_trials"}
 
 
 def pytest_configure(config):

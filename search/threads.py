@@ -36,9 +36,8 @@ def fit_threads_to_load(device: str) -> str | None:
             f"(threads wait on each other when other work holds the cores; OMP_NUM_THREADS overrides)")
 
 
-def say_busy(device: str) -> None:
-    """fit_threads_to_load for a command whose stdout is its result: the line goes to stderr,
-    where its progress goes."""
-    import sys
-    if busy := fit_threads_to_load(device):
-        print(busy, file=sys.stderr, flush=True)
+def fit_threads_quietly(device: str) -> None:
+    """fit_threads_to_load for evaluate, predict and export-best --evaluate, without the line:
+    their stderr holds their progress and, on bad input, exactly one error line (which a
+    note printed before the input is read would break)."""
+    fit_threads_to_load(device)

@@ -67,7 +67,7 @@ def storage_url(request, tmp_path):
 # CI runs everything. Slow: whole modules that start servers, schedulers or several worker
 # processes, and the single tests that train through the CLI for several seconds.
 SLOW_MODULES = {"test_faults", "test_slurm", "test_s3_artifacts", "test_connections", "test_service", "test_deploy",
-                "test_finalize", "test_use_winner", "test_search_quality"}
+                "test_finalize", "test_use_winner", "test_search_quality", "test_ask_cost", "test_compose_engine"}
 SLOW_TESTS = {"test_learns_real_cifar10_subset", "test_sampled_counts_equal_built_models",
               "test_enqueue_with_recipe_queues_the_published_recipe",
               "test_each_epoch_prints_a_progress_line_and_quiet_keeps_trial_lines",
@@ -90,8 +90,9 @@ SLOW_TESTS = {"test_learns_real_cifar10_subset", "test_sampled_counts_equal_buil
               # two searches run through the CLI to compare their trials; a search stopped by its timeout
               "test_one_worker_with_the_same_seed_runs_the_same_trials",
               "test_the_worker_says_it_loads_data_starts_a_trial_and_that_the_timeout_stopped_it",
-              # real PostgreSQL with hundreds of trials written and read back
-              "test_rows_read_per_trial_do_not_grow_with_running_trials"}
+              # many models built and counted; a policy scanner per overlay; one process per bad file
+              "test_count_matches_built_model_on_random_configs", "test_checkov_finds_nothing",
+              "test_real_processes_print_one_line"}
 
 
 def pytest_configure(config):

@@ -32,7 +32,7 @@ from tests.servers import free_port, wait_until
 pytestmark = pytest.mark.slow
 
 STUDY = "engine"
-N_TRIALS = 4  # 2 before the stack goes down, the rest after, with a second host
+N_TRIALS = 5  # 2 or 3 before the stack goes down, the rest after, with a second host
 EPOCHS = 8  # ~3 s an epoch on the tiny data under load: long enough to be caught mid-trial
 SPACE = {"arch": FIXED_SPACE["arch"], "recipe": {**FIXED_SPACE["recipe"], "epochs": [EPOCHS, EPOCHS]}}
 PROJECT = "resnet-search-engine"
@@ -190,13 +190,13 @@ def test_down_and_up_keep_study_trials_and_models_and_a_second_host_helps_reach_
     if stack.trained() < N_TRIALS:  # down in the middle of a trial
         wait_until(lambda: running_checkpoint(stack.url, STUDY, 1) or stack.trained() >= N_TRIALS, 300,
                    "a trial with a checkpoint")
-    before = {t.number: t.user_attrs.get("model_artifact") for t in stack.trials(TrialState.COMPLETE)}
-    stack.compose("down")  # no -v: the named volumes stay
-    stack.compose("up", "-d")
     # A second GPU host, as README says: its own data volume, the first host's database.
     stack.compose("run", "--rm", "--no-deps", "-T", "-v", f"{stack.seed}:/seed:ro", "prepare-data",
                   "sh", "-c", "cp -r /seed/. /data/", project=SECOND_HOST)  # instead of a download
     stack.compose("run", "--rm", "--no-deps", "-T", "prepare-data", project=SECOND_HOST)
+    before = {t.number: t.user_attrs.get("model_artifact") for t in stack.trials(TrialState.COMPLETE)}
+    stack.compose("down")  # no -v: the named volumes stay
+    stack.compose("up", "-d")
     stack.compose("up", "-d", "--no-deps", "worker", project=SECOND_HOST)
     # Each worker stops on its own at the target (exit 0, and the restart policy leaves it so).
     for project in (PROJECT, SECOND_HOST):
@@ -211,8 +211,10 @@ def test_down_and_up_keep_study_trials_and_models_and_a_second_host_helps_reach_
     retried = {t.system_attrs.get("failed_trial") for t in study.trials}
     for t in study.get_trials(states=(TrialState.FAIL,)):
         assert t.number in retried, (t.number, t.user_attrs)  # each cut-off trial was queued again
-    assert not any("resume_error" in t.user_attrs for t in study.trials)
+    # A resume_error is allowed here: a retry that lands on the other host finds no checkpoint
+    # (each host has its own volume, README) and starts over (FAILs above were re-queued). The
+    # one-host resume is checked by the first test.
     # Every model is on one host's artifacts volume, and the second host trained some.
     here, there = stack.volume("artifacts"), stack.volume("artifacts", SECOND_HOST)
     assert all((here / a).is_file() or (there / a).is_file() for a in after.values())
-    assert any((there / a).is_file() for a in after.values())
+    assert any((there / a).is_file() for a in after.values()), [(here / a).is_file() for a in after.values()]

@@ -215,7 +215,8 @@ class Objective:
         except Exception as e:  # a missing or damaged checkpoint: start over rather than fail
             error = f"could not resume from epoch {ref.get('epoch')}: {e}"
             trial.set_user_attr(RESUME_ERROR_ATTR, error)
-            if trial.intermediate_values:
+            # optuna.Trial has no intermediate_values (a FrozenTrial has): its latest record does.
+            if trial._get_latest_trial().intermediate_values:
                 # This trial holds the curve its checkpoint covered, and Optuna cannot delete an
                 # intermediate value: the pruner would judge the new run by the old curve. So this
                 # attempt ends before training, and its retry starts over with an empty curve.

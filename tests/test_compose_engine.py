@@ -32,7 +32,7 @@ from tests.servers import free_port, wait_until
 pytestmark = pytest.mark.slow
 
 STUDY = "engine"
-N_TRIALS = 4  # 2 before the stack goes down, the rest after, with a second host
+N_TRIALS = 3  # at least 2 for the first tests; the last one raises it
 EPOCHS = 8  # ~3 s an epoch on the tiny data under load: long enough to be caught mid-trial
 SPACE = {"arch": FIXED_SPACE["arch"], "recipe": {**FIXED_SPACE["recipe"], "epochs": [EPOCHS, EPOCHS]}}
 PROJECT = "resnet-search-engine"
@@ -187,16 +187,19 @@ def test_export_best_in_a_run_container_writes_a_loadable_file(stack):
 
 
 def test_down_and_up_keep_study_trials_and_models_and_a_second_host_helps_reach_the_target(stack):
-    if stack.trained() < N_TRIALS:  # down in the middle of a trial
-        wait_until(lambda: running_checkpoint(stack.url, STUDY, 1) or stack.trained() >= N_TRIALS, 300,
-                   "a trial with a checkpoint")
-    before = {t.number: t.user_attrs.get("model_artifact") for t in stack.trials(TrialState.COMPLETE)}
-    stack.compose("down")  # no -v: the named volumes stay
+    # A raised target (N_TRIALS in .env, then `up -d`): the worker is recreated and trains on,
+    # with work left for two hosts however far the earlier tests got.
+    target = stack.trained() + 4
+    stack.env["N_TRIALS"] = str(target)
     stack.compose("up", "-d")
+    wait_until(lambda: running_checkpoint(stack.url, STUDY, 1), 300, "a trial with a checkpoint")  # down mid-trial
     # A second GPU host, as README says: its own data volume, the first host's database.
     stack.compose("run", "--rm", "--no-deps", "-T", "-v", f"{stack.seed}:/seed:ro", "prepare-data",
                   "sh", "-c", "cp -r /seed/. /data/", project=SECOND_HOST)  # instead of a download
     stack.compose("run", "--rm", "--no-deps", "-T", "prepare-data", project=SECOND_HOST)
+    before = {t.number: t.user_attrs.get("model_artifact") for t in stack.trials(TrialState.COMPLETE)}
+    stack.compose("down")  # no -v: the named volumes stay
+    stack.compose("up", "-d")
     stack.compose("up", "-d", "--no-deps", "worker", project=SECOND_HOST)
     # Each worker stops on its own at the target (exit 0, and the restart policy leaves it so).
     for project in (PROJECT, SECOND_HOST):
@@ -206,13 +209,15 @@ def test_down_and_up_keep_study_trials_and_models_and_a_second_host_helps_reach_
         assert "Traceback" not in stack.compose("logs", "worker", project=project).stdout
     study = load(stack.url, STUDY)
     after = {t.number: t.user_attrs.get("model_artifact") for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    assert before.items() <= after.items() and len(after) >= N_TRIALS
+    assert before.items() <= after.items() and len(after) >= target
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     retried = {t.system_attrs.get("failed_trial") for t in study.trials}
     for t in study.get_trials(states=(TrialState.FAIL,)):
         assert t.number in retried, (t.number, t.user_attrs)  # each cut-off trial was queued again
-    assert not any("resume_error" in t.user_attrs for t in study.trials)
+    # A resume_error is allowed here: a retry that lands on the other host finds no checkpoint
+    # (each host has its own volume, README) and starts over (FAILs above were re-queued). The
+    # one-host resume is checked by the first test.
     # Every model is on one host's artifacts volume, and the second host trained some.
     here, there = stack.volume("artifacts"), stack.volume("artifacts", SECOND_HOST)
     assert all((here / a).is_file() or (there / a).is_file() for a in after.values())
-    assert any((there / a).is_file() for a in after.values())
+    assert any((there / a).is_file() for a in after.values()), [(here / a).is_file() for a in after.values()]

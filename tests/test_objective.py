@@ -43,3 +43,21 @@ def test_over_budget_samples_never_build_or_train(cifar_small, tmp_path, monkeyp
     assert built == []  # nothing was built
     with pytest.raises(ValueError):  # no feasible trial: Optuna has no best
         study.best_trial
+
+
+def test_a_retry_with_a_curve_whose_checkpoint_is_not_here_starts_over(tmp_path):
+    """A retry run on another host than its checkpoint's (per-host artifact volumes, README)
+    finds no file: it ends at once to start over, rather than crash the worker on an attribute
+    optuna.Trial lacks (found by tests/test_compose_engine.py's second host)."""
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.report(0.5, 1)
+    trial.set_user_attr("resume_checkpoint", {"artifact_id": "on-another-host", "trial_id": trial._trial_id,
+                                              "epoch": 1})
+    objective = Objective(StudyDefinition(), None, torch.device("cpu"), open_artifact_store(str(tmp_path)), "s")
+    loaded = []
+    trainer = __import__("types").SimpleNamespace(load_checkpoint=loaded.append)
+    with pytest.raises(objective_mod.StartOver):
+        objective._resume(trial, trainer)
+    assert loaded == []  # no file to load
+    assert trial.user_attrs["resume_error"].startswith("could not resume from epoch 1")

@@ -89,7 +89,7 @@ def test_volumes_shared_by_init_worker_and_dashboard(config):
     s = config["services"]
     assert mounts(s["prepare-data"])["/data"] == mounts(s["worker"])["/data"] == "data"
     assert mounts(s["worker"])["/artifacts"] == mounts(s["dashboard"])["/artifacts"] == "artifacts"
-    assert "FileSystemArtifactStore('/artifacts')" in " ".join(s["dashboard"]["command"])
+    assert s["dashboard"]["environment"]["SEARCH_ARTIFACTS"] == "/artifacts"  # what `search dashboard` serves
     # All our services run one image, built here (never pulled), on the same database.
     ours = [n for n in s if n != "postgres"]
     assert {s[n]["image"] for n in ours} == {"resnet-search:latest"}
@@ -120,7 +120,7 @@ def test_env_example_lists_every_variable_the_compose_file_reads():
 
 def test_every_search_command_line_parses(config):
     commands = [s["command"] for s in config["services"].values() if (s.get("command") or [None])[0] == "search"]
-    assert len(commands) == 3
+    assert len(commands) == 4  # prepare-data, create-study, worker, dashboard
     for command in commands:
         build_parser().parse_args(command[1:])  # the exact line, as our CLI parses it
         help_run = subprocess.run([str(Path(__import__("sys").executable).parent / "search"), command[1], "--help"],
@@ -149,19 +149,22 @@ def test_a_second_host_points_every_service_at_one_database():
 
 
 def test_dashboard_command_serves_the_storage_from_its_environment(tmp_path):
-    """The dashboard's python -c line, run as compose runs it (storage from SEARCH_STORAGE)."""
-    import sys
+    """The dashboard's command line, run as compose runs it (storage and artifacts from the
+    environment), on a free loopback port: every study of the storage, the request log off."""
     import time
     import urllib.request
+    from tests.helpers import SEARCH
     from tests.servers import free_port
     command = json.loads(compose("config", "--format", "json").stdout)["services"]["dashboard"]["command"]
+    assert command[:2] == ["search", "dashboard"] and "--study" not in command
     port = free_port()
-    code = command[2].replace("'/artifacts'", repr(str(tmp_path)))
+    argv = [a.replace("0.0.0.0", "127.0.0.1").replace("8080", str(port)) for a in command[1:]]
     import optuna
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     optuna.create_study(study_name="from-env", storage=url)
-    env = {**os.environ, "SEARCH_STORAGE": url, "DASHBOARD_HOST": "127.0.0.1", "DASHBOARD_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "SEARCH_STORAGE": url, "SEARCH_ARTIFACTS": str(tmp_path)}
+    log = tmp_path / "dashboard.log"
+    proc = subprocess.Popen([SEARCH, *argv], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -170,8 +173,9 @@ def test_dashboard_command_serves_the_storage_from_its_environment(tmp_path):
                     assert [st["study_name"] for st in json.load(r)["study_summaries"]] == ["from-env"]
                     break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "the dashboard did not start"
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.5)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    assert "GET /api/studies" not in log.read_text()  # no line per request without --verbose

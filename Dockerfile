@@ -37,8 +37,8 @@ WORKDIR /opt/resnet-search
 COPY pyproject.toml README.md ./
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     if ls /wheelhouse/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /wheelhouse; fi \
- && mkdir objectives search storage && pip install "$@" . && pip uninstall -y resnet-search \
- && rm -rf objectives search storage build *.egg-info
+ && mkdir core objectives search storage && pip install "$@" . && pip uninstall -y resnet-search \
+ && rm -rf core objectives search storage build *.egg-info
 COPY objectives ./objectives
 COPY core ./core
 COPY search ./search

@@ -141,7 +141,7 @@ def build_context(where: Path, wheels: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ["Dockerfile", ".dockerignore", "pyproject.toml", "README.md"]:
         shutil.copy2(REPO / name, where / name)
-    for name in ["objectives", "search", "storage", "wheelhouse"]:
+    for name in ["core", "objectives", "search", "storage", "wheelhouse"]:
         shutil.copytree(REPO / name, where / name, ignore=ignore)
     for wheel in wheels.glob("*.whl"):
         try:

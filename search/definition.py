@@ -81,6 +81,10 @@ class StudyNotFound(ValueError):
     pass
 
 
+class StudyClash(ValueError):
+    """A study of that name exists with another definition."""
+
+
 def create_study(storage, name: str, definition: StudyDefinition) -> optuna.Study:
     """Create `name` with `definition`; a no-op if it exists with the same definition,
     a ValueError if it exists with another, or if nothing in its space fits its budget."""
@@ -97,7 +101,7 @@ def create_study(storage, name: str, definition: StudyDefinition) -> optuna.Stud
         name_metric(study, definition)
     elif differences := [d for d in definition_diff(stored, wanted) if not _newer_default(*d)]:
         diff = "; ".join(f"{key}: stored {a}, given {b}" for key, a, b in differences)
-        raise ValueError(f"study {name!r} exists with a different definition: {diff}. Run it with the stored "
+        raise StudyClash(f"study {name!r} exists with a different definition: {diff}. Run it with the stored "
                          f"settings, or use another --study name")
     return study
 

@@ -65,3 +65,18 @@ def test_status_pareto_and_export_read_what_trials_recorded(storage, tmp_path):
         api.export(storage, "s", tmp_path / "b.pt", "checkpoint", max_params=100_000)
     with pytest.raises(ValueError, match="no study named 'nope'"):
         api.status(storage, "nope")
+
+
+def test_finalize_again_with_other_options_names_the_clash(storage):
+    from objectives.recipe import Recipe
+    api.create(storage, "s", api.short_run_definition(budget=5_000_000, epochs=2))
+    study = optuna.load_study(study_name="s", storage=storage)
+    arch = get_preset("resnet20-he")
+    study.add_trial(optuna.trial.create_trial(value=0.6, user_attrs={
+        PARAMS_ATTR: count_params(arch), MACS_ATTR: 40_000_000, ARCHITECTURE_ATTR: arch.to_dict(),
+        RECIPE_ATTR: Recipe(epochs=2).to_dict()}))
+    final, enqueued, over_budget = api.finalize(storage, "s", top=1, epochs=None, seeds=2)
+    assert final.study_name == "s.final" and len(enqueued) == 2 and over_budget == []
+    assert api.finalize(storage, "s", top=1, epochs=None, seeds=2)[1] == []  # all enqueued before
+    with pytest.raises(ValueError, match="holds a finalize of other options .* --final-study NEW_NAME"):
+        api.finalize(storage, "s", top=1, epochs=None, seeds=3)

@@ -20,7 +20,7 @@ from objectives.recipe import Recipe
 from objectives.space import arch_to_params
 
 from .. import baselines as hand
-from ..definition import StudyDefinition, StudyNotFound, create_study, load_study
+from ..definition import StudyClash, StudyDefinition, StudyNotFound, create_study, load_study
 
 FINAL_SUFFIX = ".final"
 EPOCHS_FACTOR = 5           # default final schedule: 5 x the search's epochs per trial
@@ -100,9 +100,7 @@ def finalize(storage, source: str, top: int = FINALIZE_TOP, epochs: int | None =
     name = name or final_study_name(source)
     try:
         final = create_study(storage, name, final_def)
-    except ValueError as e:
-        if "different definition" not in str(e):
-            raise
+    except StudyClash:
         raise ValueError(f"study {name!r} holds a finalize of other options or other top trials (the search has "
                          f"moved on?); pass --final-study NEW_NAME to finalize again") from None
     present = {run_key(t.user_attrs[FINAL_ATTR]) for t in final.get_trials(deepcopy=False) if FINAL_ATTR in t.user_attrs}

@@ -88,7 +88,7 @@ class WorkStart:
     definition: StudyDefinition | None = None
 
 
-def check_work(storage, study_name: str, opts: WorkerOptions) -> WorkStart:
+def check_work(storage, study_name: str, opts: WorkerOptions, data_checked: bool = False) -> WorkStart:
     """The start-up checks of `search worker`, once per process: an unknown or hopeless
     study or missing data fails here, not in every slot. Reads go through the workers'
     database retry, so a dropped connection is not fatal."""
@@ -101,7 +101,8 @@ def check_work(storage, study_name: str, opts: WorkerOptions) -> WorkStart:
     # The worker's view of the trials (storage/snapshot.py): a one-slot worker trains on this study.
     study, definition = db.call(load_study, worker_study_storage(storage), study_name)
     check_workable(definition)
-    ensure_cifar10(opts.data_dir)
+    if not data_checked:  # `search run` checked it before creating the study
+        ensure_cifar10(opts.data_dir)
     if definition.final is not None:  # its queue is all there is: no queue, no work (Optuna would sample)
         db.call(optuna.storages.fail_stale_trials, study)  # a killed run's trial goes back to the queue first
         if not db.call(study.get_trials, deepcopy=False, states=(TrialState.WAITING,)):
@@ -112,13 +113,14 @@ def check_work(storage, study_name: str, opts: WorkerOptions) -> WorkStart:
     return WorkStart(study=study, definition=definition)
 
 
-def work(storage, study_name: str, opts: WorkerOptions, plan: list[str | None] | None = None) -> int:
+def work(storage, study_name: str, opts: WorkerOptions, plan: list[str | None] | None = None,
+         data_checked: bool = False) -> int:
     """Run the worker once the start-up checks pass: its slots (`plan`, default from the
     options) as child processes, or one slot in this process on the storage and study
     opened for the checks. The exit code; the worker logs each trial to stdout."""
     from .supervisor import run_worker
     plan = plan if plan is not None else check_worker_options(opts)
-    start = check_work(storage, study_name, opts)
+    start = check_work(storage, study_name, opts, data_checked)
     if start.nothing_to_do is not None:
         if start.nothing_to_do:
             print(start.nothing_to_do)

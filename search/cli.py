@@ -134,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     storage = _storage(args, heartbeat=True)  # one storage (and one database wait) for create and work
     if not is_final_study(storage, args.study):  # a finalize study exists already, with its own definition
         cmd_create(args, storage)
-    return work(storage, args.study, opts, plan)
+    return work(storage, args.study, opts, plan, data_checked=True)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -25,8 +25,8 @@ def describe_flip(on: bool, why: str) -> str:
 
 def evaluate_file(path: str, data_dir: str | None, tta: bool | None) -> dict[str, Any]:
     device = default_device()
-    from .threads import fit_threads_quietly
-    fit_threads_quietly(device)
+    from .threads import fit_threads_to_load
+    fit_threads_to_load(device)  # without its line: stderr is progress and one error line
     classifier, info = load_classifier(path, device)
     tta, why = flip_averaging(info, tta)
     test = load_cifar10(data_dir, download_missing=False).test  # a reader: it creates no data folder

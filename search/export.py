@@ -136,8 +136,8 @@ def test_accuracy(data: dict[str, Any], data_dir: str | None, tta: bool) -> tupl
 
     from .progress import progress
     device = default_device()
-    from .threads import fit_threads_quietly
-    fit_threads_quietly(device)
+    from .threads import fit_threads_to_load
+    fit_threads_to_load(device)  # without its line: stderr is progress and one error line
     classifier, _ = load_classifier(data, device)
     test = load_cifar10(data_dir, download_missing=False).test  # a reader: it creates no data folder
     with progress(len(test), "evaluating on the test set") as advance:

@@ -124,8 +124,8 @@ class Objective:
             return 0.0
         trial.set_user_attr(ARCHITECTURE_ATTR, arch.to_dict())
         trial.set_user_attr(RECIPE_ATTR, recipe.to_dict())
-        trial.set_user_attr(ARCHITECTURE_TEXT_ATTR, describe_arch(arch.to_dict()))
-        trial.set_user_attr(RECIPE_TEXT_ATTR, describe_recipe(recipe.to_dict()))
+        trial.set_user_attr(ARCHITECTURE_TEXT_ATTR, describe_arch(arch))
+        trial.set_user_attr(RECIPE_TEXT_ATTR, describe_recipe(recipe))
         trial.set_user_attr(DEVICE_ATTR, device_name(self.device))
         trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
         if self.on_start is not None:
@@ -190,7 +190,7 @@ class Objective:
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
         return self.trial_value(trial, result, metrics)
 
-    # Hooks for objectives that train fixed configurations (search/final_objective.py).
+    # Hooks for objectives that train fixed configurations (search/finalize/objective.py).
     def completed_metrics(self, trial: optuna.Trial, arch, result) -> dict[str, Any]:
         """Extra metrics of a completed run, stored in its model file."""
         return {}

@@ -108,8 +108,8 @@ def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool | None 
     output_file(out, force, "CSV")
     ids, images = read_inputs(input_path)
     device = default_device()
-    from .threads import fit_threads_quietly
-    fit_threads_quietly(device)
+    from .threads import fit_threads_to_load
+    fit_threads_to_load(device)  # without its line: stderr is progress and one error line
     classifier, info = load_classifier(model_path, device)
     from .evaluation import flip_averaging
     tta, why = flip_averaging(info, tta)  # the predictions of the accuracy `evaluate` reports

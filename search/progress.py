@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
+
+if TYPE_CHECKING:  # stdlib only at run time: evaluate and predict import this module
+    from objectives.architecture import ArchConfig
+    from objectives.recipe import Recipe
 
 PLAIN_EVERY_SECONDS = 10.0  # a log gets a line this often, not one per batch
 
@@ -81,37 +85,33 @@ def progress(total: int, desc: str, unit: str = "img", out: TextIO | None = None
     yield advance
 
 
-def describe_arch(arch: dict[str, Any]) -> str:
+def describe_arch(arch: "ArchConfig") -> str:
     """An architecture in one line a person reads, as the dashboard shows it:
     `3 stages: 1x16 basic F3 K1, 2x32 basic F3 K1, 1x48 basic F3 K1; stem 3x3; pool 8; relu`."""
-    stages = ", ".join(f"{s['blocks']}x{s['channels']} {s.get('block', 'basic')} F{s['conv_kernel']} K{s['skip_kernel']}"
-                       for s in arch["stages"])
-    extras = [f"stem {arch.get('stem_kernel', 3)}x{arch.get('stem_kernel', 3)}"
-              + (f" width {arch['stem_width']}" if arch.get("stem_width") else ""),
-              f"pool {arch.get('pool_kernel')}", arch.get("activation", "relu")]
-    extras += [f"SE 1/{arch['se_ratio']}"] if arch.get("se_ratio") else []
-    extras += [f"dropout {arch['block_dropout']:.2g} in blocks"] if arch.get("block_dropout") else []
-    extras += [f"dropout {arch['head_dropout']:.2g} before the classifier"] if arch.get("head_dropout") else []
-    return f"{plural(len(arch['stages']), 'stage')}: {stages}; " + "; ".join(extras)
+    stages = ", ".join(f"{s.blocks}x{s.channels} {s.block} F{s.conv_kernel} K{s.skip_kernel}" for s in arch.stages)
+    extras = [f"stem {arch.stem_kernel}x{arch.stem_kernel}" + (f" width {arch.stem_width}" if arch.stem_width else ""),
+              f"pool {arch.pool_kernel}", arch.activation]
+    extras += [f"SE 1/{arch.se_ratio}"] if arch.se_ratio else []
+    extras += [f"dropout {arch.block_dropout:.2g} in blocks"] if arch.block_dropout else []
+    extras += [f"dropout {arch.head_dropout:.2g} before the classifier"] if arch.head_dropout else []
+    return f"{plural(len(arch.stages), 'stage')}: {stages}; " + "; ".join(extras)
 
 
-def describe_recipe(recipe: dict[str, Any]) -> str:
+def describe_recipe(r: "Recipe") -> str:
     """A training recipe in one line: `adamw lr 0.0021, momentum 0.9, weight decay 0.0001, batch 128,
     onecycle, 2 epochs; crop pad 4 reflect, flip; label smoothing 0.1; flip averaging on`."""
-    parts = [f"{recipe['optimizer']} lr {recipe['lr']:.3g}, momentum {recipe.get('momentum', 0):g}, "
-             f"weight decay {recipe.get('weight_decay', 0):g}, batch {recipe['batch_size']}, {recipe.get('schedule')}, "
-             f"{plural(recipe.get('epochs') or 0, 'epoch')}"]
-    augment = [f"crop pad {recipe['crop_padding']} {recipe.get('padding_mode', '')}".rstrip()] if recipe.get("crop_padding") else []
-    augment += ["flip"] if recipe.get("flip") else []
-    augment += [f"cutout {recipe['cutout']}"] if recipe.get("cutout") else []
-    augment += [f"mixup {recipe['mixup_alpha']:g}"] if recipe.get("mixup_alpha") else []
-    augment += [f"rotation {recipe['rotation_degrees']:g} deg"] if recipe.get("rotation_degrees") else []
+    parts = [f"{r.optimizer} lr {r.lr:.3g}, momentum {r.momentum:g}, weight decay {r.weight_decay:g}, "
+             f"batch {r.batch_size}, {r.schedule}, {plural(r.epochs, 'epoch')}"]
+    augment = [f"crop pad {r.crop_padding} {r.padding_mode}"] if r.crop_padding else []
+    augment += ["flip"] if r.flip else []
+    augment += [f"cutout {r.cutout}"] if r.cutout else []
+    augment += [f"mixup {r.mixup_alpha:g}"] if r.mixup_alpha else []
+    augment += [f"rotation {r.rotation_degrees:g} deg"] if r.rotation_degrees else []
     parts.append(", ".join(augment) or "no augmentation")
-    parts += [f"label smoothing {recipe['label_smoothing']:g}"] if recipe.get("label_smoothing") else []
-    parts += [f"EMA {recipe['ema_decay']:g}"] if recipe.get("ema_decay") else []
-    parts += [f"grad clip {recipe.get('grad_clip_mode')} {recipe.get('grad_clip_max'):g}"] \
-        if recipe.get("grad_clip_mode", "none") != "none" else []
-    parts.append(f"flip averaging {'on' if recipe.get('tta_flip') else 'off'}")
+    parts += [f"label smoothing {r.label_smoothing:g}"] if r.label_smoothing else []
+    parts += [f"EMA {r.ema_decay:g}"] if r.ema_decay else []
+    parts += [f"grad clip {r.grad_clip_mode} {r.grad_clip_max:g}"] if r.grad_clip_mode != "none" else []
+    parts.append(f"flip averaging {'on' if r.tta_flip else 'off'}")
     return "; ".join(parts)
 
 

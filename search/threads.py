@@ -18,7 +18,8 @@ def busy_cpu_threads(cpus: int | None = None, load: float | None = None) -> int 
     if os.environ.get("OMP_NUM_THREADS"):
         return None
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        from .supervisor import available_cpus
+        cpus = available_cpus()
     load = os.getloadavg()[0] if load is None else load
     return 1 if cpus > 1 and load >= cpus else None
 
@@ -32,12 +33,7 @@ def fit_threads_to_load(device: str) -> str | None:
         return None
     import torch
     torch.set_num_threads(threads)
-    return (f"the CPUs are busy (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs): using {threads} thread "
+    from .supervisor import available_cpus
+    return (f"the CPUs are busy (load {os.getloadavg()[0]:.1f} on {available_cpus()} CPUs): using {threads} thread "
             f"(threads wait on each other when other work holds the cores; OMP_NUM_THREADS overrides)")
 
-
-def fit_threads_quietly(device: str) -> None:
-    """fit_threads_to_load for evaluate, predict and export-best --evaluate, without the line:
-    their stderr holds their progress and, on bad input, exactly one error line (which a
-    note printed before the input is read would break)."""
-    fit_threads_to_load(device)

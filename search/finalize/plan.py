@@ -1,7 +1,7 @@
 """Planning of `search finalize`: which configurations (and hand-designed baselines) to
 retrain, with which recipe and seeds, enqueued as trials of the companion study `S.final`;
 and finding that study again. The runs are trained by ordinary workers with the objective in
-final_objective.py; results.py sums them up.
+objective.py; results.py sums them up.
 """
 from __future__ import annotations
 

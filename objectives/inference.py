@@ -24,6 +24,17 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# channels_last on every device: cuDNN's fast path on a GPU, and oneDNN's on a CPU (one thread,
+# measured: the demo's 25k-parameter network trains 1.4x and evaluates 1.5x as fast; a
+# 64-128-256 network 1.15x and 1.3x).
+MEMORY_FORMAT = torch.channels_last
+
+
+# Images per evaluation batch, (CPU, GPU): a GPU wants large batches; on a CPU, batches of 128
+# stay in cache (measured: a 16-16-32 network 2.5x and a 64-128-256 one 1.1x as fast as 1024).
+EVAL_BATCH = (128, 1024)
+
+
 def autocast(device: torch.device):
     # bf16 on CUDA: tensor-core speed without fp16's loss scaling; CPU stays fp32.
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -61,7 +72,7 @@ def load_classifier(path_or_dict: str | os.PathLike | dict[str, Any], device: st
     """(classifier in eval mode, the file's dict) from a file written by `search export-best`."""
     model, info = load_model(path_or_dict)
     norm = info["normalization"]
-    return Classifier(model, norm["mean"], norm["std"]).to(device).eval(), info
+    return Classifier(model, norm["mean"], norm["std"]).to(device, memory_format=MEMORY_FORMAT).eval(), info
 
 
 @dataclass(frozen=True)
@@ -74,11 +85,12 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(classifier: nn.Module, split: Split, device: str | torch.device = "cpu", *, tta: bool = False,
-             batch_size: int = 1024, advance: Callable[[int], None] | None = None) -> EvalResult:
+             batch_size: int | None = None, advance: Callable[[int], None] | None = None) -> EvalResult:
     """Accuracy and mean cross-entropy of `classifier` (pixels in [0, 1] in, see `Classifier`) on
     `split`; with `tta`, logits are averaged over each image and its mirror. `advance(n)` is told
-    each batch's size (progress)."""
+    each batch's size (progress). `batch_size` defaults to EVAL_BATCH for the device."""
     device = torch.device(device)
+    batch_size = batch_size or EVAL_BATCH[device.type == "cuda"]
     was_training = classifier.training
     classifier.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -86,8 +98,7 @@ def evaluate(classifier: nn.Module, split: Split, device: str | torch.device = "
     for i in range(0, len(split), batch_size):
         x = split.images[i:i + batch_size].to(device, non_blocking=True).float().div_(255)
         y = split.labels[i:i + batch_size].to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=MEMORY_FORMAT)
         with autocast(device):
             logits = classifier(x).float()
             single_preds.append(logits.argmax(1))

@@ -27,7 +27,7 @@ from .architecture import ArchConfig
 from .checkpoint import check_resume, resume_file
 from .clipping import GRAD_CLIPPERS
 from .data import Split
-from .inference import Classifier, autocast, evaluate
+from .inference import MEMORY_FORMAT, Classifier, autocast, evaluate
 from .model import build
 from .optimizers import get_optimizer
 from .prepare import TrainData
@@ -73,7 +73,7 @@ class Trainer:
         if cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick the fastest kernels
         torch.manual_seed(seed)  # weight init and dropout
-        self.model = build(arch).to(self.device, memory_format=torch.channels_last if cuda else torch.preserve_format)
+        self.model = build(arch).to(self.device, memory_format=MEMORY_FORMAT)
         # compile costs tens of seconds per new architecture; it pays only for long runs.
         self.forward = torch.compile(self.model) if compile else self.model
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
@@ -117,8 +117,7 @@ class Trainer:
             targets = F.one_hot(y, self.arch.num_classes).float()
             if r.mixup_alpha > 0:
                 x, targets = augment.mixup(x, targets, float(self.np_rng.beta(r.mixup_alpha, r.mixup_alpha)), self.gen)
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=MEMORY_FORMAT)
             with autocast(self.device):
                 logits = self.forward(x)
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=r.label_smoothing)
@@ -148,7 +147,9 @@ class Trainer:
 
     def eval_state(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the evaluated weights (what a best epoch keeps)."""
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()}
+        # Standard layout: the file export-best writes holds plain contiguous tensors.
+        return {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+                for k, v in self.eval_model.state_dict().items()}
 
     # -- the loop --
     def run(self, on_epoch: OnEpoch | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:

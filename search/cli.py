@@ -305,8 +305,8 @@ TTA_HELP = ("average logits over each test image and its mirror, or not (default
             "the search, its tta_flip; the line printed says which)")
 
 EXAMPLES = """examples:
-  search run --study demo --space examples/demo-space.json --budget 250000 --max-macs 15000000 \\
-             --epochs 2 --train-limit 10000 --val-size 1000 --n-trials 4 --timeout 200
+  search run --study demo --space examples/demo-space.json --budget 250000 --max-macs 12000000 \\
+             --epochs 2 --train-limit 8000 --val-size 1000 --n-trials 4 --timeout 240
                                a small search on this machine (a few minutes on a CPU)
   search status --study demo   progress, time to the target, the best trial
   search dashboard --study demo

@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from objectives.data import CLASSES, load_cifar10
+from objectives.data import CLASSES, load_test_split
 from objectives.inference import default_device, evaluate, load_classifier
 
 from .progress import progress
@@ -29,7 +29,7 @@ def evaluate_file(path: str, data_dir: str | None, tta: bool | None) -> dict[str
     fit_threads_to_load(device)  # without its line: stderr is progress and one error line
     classifier, info = load_classifier(path, device)
     tta, why = flip_averaging(info, tta)
-    test = load_cifar10(data_dir, download_missing=False).test  # a reader: it creates no data folder
+    test = load_test_split(data_dir)
     with progress(len(test), "evaluating on the test set") as advance:
         result = evaluate(classifier, test, device, tta=tta, advance=advance)
     n = len(CLASSES)

@@ -131,7 +131,7 @@ def download_model(study: optuna.Study, artifacts: str | None,
 
 def test_accuracy(data: dict[str, Any], data_dir: str | None, tta: bool) -> tuple[float, int]:
     """(accuracy, number of images) on the test split."""
-    from objectives.data import load_cifar10
+    from objectives.data import load_test_split
     from objectives.inference import default_device, evaluate, load_classifier
 
     from .progress import progress
@@ -139,7 +139,7 @@ def test_accuracy(data: dict[str, Any], data_dir: str | None, tta: bool) -> tupl
     from .threads import fit_threads_to_load
     fit_threads_to_load(device)  # without its line: stderr is progress and one error line
     classifier, _ = load_classifier(data, device)
-    test = load_cifar10(data_dir, download_missing=False).test  # a reader: it creates no data folder
+    test = load_test_split(data_dir)
     with progress(len(test), "evaluating on the test set") as advance:
         return evaluate(classifier, test, device, tta=tta, advance=advance).accuracy, len(test)
 

@@ -31,7 +31,7 @@ MEMORY_FORMAT = torch.channels_last
 
 
 # Images per evaluation batch, (CPU, GPU): a GPU wants large batches; on a CPU, batches of 128
-# stay in cache (measured: a 16-16-32 network 2.5x and a 64-128-256 one 1.1x as fast as 1024).
+# stay in cache (measured on 2 cores: a 16-16-32 network 1.2-2.5x, a 64-128-256 one 1.1x as fast as 1,024).
 EVAL_BATCH = (128, 1024)
 
 

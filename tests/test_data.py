@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from objectives import data as data_mod
-from objectives.data import DataError, load_cifar10, resolve_data_dir
+from objectives.data import DataError, load_cifar10, load_test_split, resolve_data_dir
 from objectives.prepare import stratified_split
 
 
@@ -35,6 +35,19 @@ def test_accepts_the_batches_folder_itself_and_the_env_var(cifar_small, monkeypa
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no CIFAR-10 in .*data_batch_1"):
         load_cifar10(tmp_path, download_missing=False)
+
+
+def test_evaluation_reads_the_test_file_alone(cifar_small, tmp_path):
+    test = load_test_split(cifar_small)
+    full = load_cifar10(cifar_small, download_missing=False).test
+    assert torch.equal(test.images, full.images) and torch.equal(test.labels, full.labels)
+    only_test = tmp_path / "cifar-10-batches-py"
+    only_test.mkdir()
+    shutil.copy(cifar_small / "cifar-10-batches-py" / "test_batch", only_test)
+    assert len(load_test_split(tmp_path)) == 200  # no training batch needed to evaluate
+    with pytest.raises(DataError, match="no CIFAR-10 in .*test_batch"):
+        load_test_split(tmp_path / "empty")
+    assert not (tmp_path / "empty").exists()  # a reader: nothing downloaded, no folder made
 
 
 def test_missing_folder_is_downloaded(cifar_small, tmp_path, monkeypatch):

@@ -54,6 +54,9 @@ def test_on_epoch_gets_metrics_and_can_stop(mini):
     for key in ("train_loss", "train_acc", "val_acc", "val_loss", "lr", "epoch_seconds", "images_per_second"):
         assert isinstance(seen[0][1][key], float), key
     assert result.best_state is not None and result.best_epoch in (1, 2)
+    # Trained in channels-last layout, kept (and so exported) as plain contiguous tensors.
+    assert all(v.is_contiguous() for v in result.best_state.values())
+    assert any(not v.is_contiguous() for v in build(TINY).to(memory_format=torch.channels_last).state_dict().values())
     model = build(TINY)
     model.load_state_dict(result.best_state)
     assert evaluate(Classifier(model, mini.mean, mini.std), mini.val).accuracy == pytest.approx(result.best_val_acc)

@@ -13,6 +13,8 @@ if [ "${1:-}" = "--test" ]; then
   debs+=(pgbouncer slurmctld slurmd slurm-client munge)   # the fleet tests: PgBouncer, a one-node Slurm
   debs+=(docker.io mmdebstrap)   # tests/test_compose_engine.py: a real Docker engine, a Debian base image
 fi
+# Debian's python3 makes virtual environments only with python3-venv (its ensurepip).
+python3 -c "import ensurepip" 2>/dev/null || debs+=(python3-venv)
 
 # Say what comes, and how big, before the long silent part (sizes measured on Debian, x86_64).
 echo "bootstrap: .venv with resnet-search and its dependencies: PyTorch with its CUDA libraries, torchvision," \

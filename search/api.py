@@ -95,7 +95,7 @@ def check_work(storage, study_name: str, opts: WorkerOptions, data_checked: bool
     from objectives.data import ensure_cifar10
     from storage.retry import DatabaseRetry
     from .eta import say_if_target_reached
-    from .worker import check_workable
+    from .definition import check_workable
     from storage.snapshot import worker_study_storage
     db = DatabaseRetry(opts.db_wait, study_name)
     # The worker's view of the trials (storage/snapshot.py): a one-slot worker trains on this study.
@@ -259,9 +259,11 @@ def report(storage, study_name: str, out: str | Path, artifacts: str | None = No
     from .finalize import companion, final_results
     from .pareto import write_front_section
     from .report import model_note, write_report
+    from .status import best_trial
     from .tables import final_markdown
     study, definition = load_study(storage, study_name)
-    files = write_report(study, definition, out, model_note(study, best_feasible(study), artifacts))
+    # The model of the trial the summary names as best (for a finalize study, not the top test value).
+    files = write_report(study, definition, out, model_note(study, best_trial(study, definition)[0], artifacts))
     if definition.final is None:  # a finalize study's values are test accuracies: no front of those
         files += write_front_section(study, Path(out))
     final = companion(storage, study, definition)

@@ -166,3 +166,10 @@ def load_study(storage, name: str) -> tuple[optuna.Study, StudyDefinition]:
     study = optuna.load_study(study_name=name, storage=storage, sampler=definition.make_sampler(),
                               pruner=definition.make_pruner())
     return study, definition
+
+
+def check_workable(definition: StudyDefinition) -> None:
+    """Refuse, in one line, a study whose space has no model within its budget (a study
+    created before `search create` checked that): its workers would sample forever."""
+    from objectives.feasibility import check_space_fits
+    check_space_fits(definition.space.arch, definition.budget)

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 
 from objectives.data import CLASSES, load_test_split
-from objectives.inference import default_device, evaluate, load_classifier
+from objectives.inference import evaluate, load_classifier
 
 from .progress import progress
 
@@ -24,9 +24,8 @@ def describe_flip(on: bool, why: str) -> str:
 
 
 def evaluate_file(path: str, data_dir: str | None, tta: bool | None) -> dict[str, Any]:
-    device = default_device()
-    from .threads import fit_threads_to_load
-    fit_threads_to_load(device)  # without its line: stderr is progress and one error line
+    from .threads import inference_device
+    device = inference_device()
     classifier, info = load_classifier(path, device)
     tta, why = flip_averaging(info, tta)
     test = load_test_split(data_dir)

@@ -132,12 +132,11 @@ def download_model(study: optuna.Study, artifacts: str | None,
 def test_accuracy(data: dict[str, Any], data_dir: str | None, tta: bool) -> tuple[float, int]:
     """(accuracy, number of images) on the test split."""
     from objectives.data import load_test_split
-    from objectives.inference import default_device, evaluate, load_classifier
+    from objectives.inference import evaluate, load_classifier
 
     from .progress import progress
-    device = default_device()
-    from .threads import fit_threads_to_load
-    fit_threads_to_load(device)  # without its line: stderr is progress and one error line
+    from .threads import inference_device
+    device = inference_device()
     classifier, _ = load_classifier(data, device)
     test = load_test_split(data_dir)
     with progress(len(test), "evaluating on the test set") as advance:
@@ -145,8 +144,10 @@ def test_accuracy(data: dict[str, Any], data_dir: str | None, tta: bool) -> tupl
 
 
 def _classifier(data: dict[str, Any]):
+    import torch
     from objectives.inference import load_classifier
-    return load_classifier(data)[0]
+    # Plain contiguous weights in the portable files, as in the .pt (evaluation runs channels-last).
+    return load_classifier(data)[0].to(memory_format=torch.contiguous_format)
 
 
 def _save(data: dict[str, Any], out: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from objectives.inference import default_device, load_classifier, predict
+from objectives.inference import load_classifier, predict
 from objectives.safe_pickle import BadPickle, UnsafePickleError, load_dict
 
 from .progress import progress
@@ -107,9 +107,8 @@ def predict_to_csv(model_path: str, input_path: str, out: str, tta: bool | None 
     # its folder must exist, and an existing file is replaced only with `force`.
     output_file(out, force, "CSV")
     ids, images = read_inputs(input_path)
-    device = default_device()
-    from .threads import fit_threads_to_load
-    fit_threads_to_load(device)  # without its line: stderr is progress and one error line
+    from .threads import inference_device
+    device = inference_device()
     classifier, info = load_classifier(model_path, device)
     from .evaluation import flip_averaging
     tta, why = flip_averaging(info, tta)  # the predictions of the accuracy `evaluate` reports

@@ -21,7 +21,7 @@ def _per_hour(timed: list[FrozenTrial], end) -> float:
     return len(timed) / hours
 
 
-def _best(study: optuna.Study, definition) -> tuple[FrozenTrial | None, str]:
+def best_trial(study: optuna.Study, definition) -> tuple[FrozenTrial | None, str]:
     """The trial every command names as the study's best, and how it was chosen: validation
     selects. A search's best is Optuna's (its value is validation accuracy); a finalize study's
     values are test accuracies, so its best is `export-best --final`'s choice, never the top test."""
@@ -45,7 +45,7 @@ def summarize(study: optuna.Study, definition=None) -> dict[str, Any]:
     trained = [t for t in trials if counts_as_trained(t)]
     timed = [t for t in trained if t.datetime_start and t.datetime_complete]
     per_hour = round(_per_hour(timed, max(t.datetime_complete for t in timed)), 1) if timed else None
-    best, chosen_by = _best(study, definition)
+    best, chosen_by = best_trial(study, definition)
     best_info = None
     if best is not None:
         arch = best.user_attrs.get(ARCHITECTURE_ATTR, {})

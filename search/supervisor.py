@@ -78,10 +78,9 @@ def _cpu_slots(n: int) -> list[None]:
     return [None] * n
 
 
-def run_worker(opts: WorkerOptions, plan: list[str | None] | None = None, opened: tuple | None = None) -> int:
-    """Start one child per slot of `plan` (default: `slots` of the options) and wait for them;
+def run_worker(opts: WorkerOptions, plan: list[str | None], opened: tuple | None = None) -> int:
+    """Start one child per slot of `plan` (`slots` of the options) and wait for them;
     forwards SIGTERM/SIGINT. One slot runs in this process, with what it `opened` already."""
-    plan = plan if plan is not None else slots(opts.gpus, opts.per_gpu)
     if opts.gpus != "none" and plan[0] is None:
         print("no GPU visible: running on the CPU", flush=True)
     if len(plan) == 1:  # one slot: run here, no child process to manage

@@ -28,12 +28,22 @@ def fit_threads_to_load(device: str) -> str | None:
     """On the CPU of a busy machine, train or evaluate with one thread; the line saying so, or None."""
     if device != "cpu":
         return None
-    threads = busy_cpu_threads()
+    from .supervisor import available_cpus
+    cpus, load = available_cpus(), os.getloadavg()[0]  # read once: the line says what decided
+    threads = busy_cpu_threads(cpus, load)
     if threads is None:
         return None
     import torch
     torch.set_num_threads(threads)
-    from .supervisor import available_cpus
-    return (f"the CPUs are busy (load {os.getloadavg()[0]:.1f} on {available_cpus()} CPUs): using {threads} thread "
+    return (f"the CPUs are busy (load {load:.1f} on {cpus} CPUs): using {threads} thread "
             f"(threads wait on each other when other work holds the cores; OMP_NUM_THREADS overrides)")
+
+
+def inference_device() -> str:
+    """Where `evaluate`, `predict` and `export-best --evaluate` run, with threads fitted to the
+    load. Silently: their stderr is progress and at most one error line."""
+    from objectives.inference import default_device
+    device = default_device()
+    fit_threads_to_load(device)
+    return device
 

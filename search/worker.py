@@ -26,7 +26,7 @@ from storage.requeue import MAX_STALE_RETRIES, needs_retry, requeue
 from storage.retry import DatabaseRetry, StoppedWaiting, StoreRetry
 from storage.snapshot import worker_study_storage
 
-from .definition import load_study
+from .definition import check_workable, load_study
 from .objective import Objective, TrialFailed, WorkerStopping
 from .progress import EpochPrinter, describe_config, plural
 from .recovery import ended_elsewhere, recover_interrupted, requeue_trial, watch_stale_trials
@@ -82,13 +82,6 @@ def _log_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         config = describe_config(a)
         what += f" ({config})" if config else ""
     print(f"[{study.study_name}] trial {t.number}: {what}", flush=True)
-
-
-def check_workable(definition) -> None:
-    """Refuse, in one line, a study whose space has no model within its budget (a study
-    created before `search create` checked that): its workers would sample forever."""
-    from objectives.feasibility import check_space_fits
-    check_space_fits(definition.space.arch, definition.budget)
 
 
 def run_slot(opts: WorkerOptions, device: str, opened: tuple | None = None) -> int:

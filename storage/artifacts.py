@@ -236,7 +236,8 @@ def forget_artifact(storage: optuna.storages.BaseStorage, trial_id: int, artifac
     the statement on the (trial_id, key) index. Another storage (in-memory, in tests) gets the
     dashboard's null where Optuna allows it."""
     key = ARTIFACT_ATTR_PREFIX + artifact_id
-    rdb = getattr(storage, "_backend", storage)  # the RDBStorage behind Optuna's cache wrapper
+    from .requeue import backend
+    rdb = backend(storage)  # the RDBStorage behind Optuna's cache wrapper
     if isinstance(rdb, optuna.storages.RDBStorage):
         from optuna.storages._rdb.models import TrialSystemAttributeModel as Row
         from optuna.storages._rdb.storage import _create_scoped_session  # Optuna's commit and errors

@@ -12,7 +12,7 @@ from optuna.storages import RDBStorage
 
 from core.settings import GRACE_HEARTBEATS, WORKER_DB_WAIT
 
-from .errors import Unavailable, is_permanent
+from .errors import Unavailable, is_permanent, reason
 from .urls import backend_of, redact, sqlite_file
 
 
@@ -55,13 +55,13 @@ def wait_for_database(url: str, timeout: float = WORKER_DB_WAIT, interval: float
                 with engine.connect():
                     return
             except sqlalchemy.exc.OperationalError as e:
-                reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-                if is_permanent(reason):  # the URL is wrong, not a server still starting
+                line = reason(e)
+                if is_permanent(line):  # the URL is wrong, not a server still starting
                     # Permanent (a user error, exit 1), not Unavailable: waiting longer changes nothing.
-                    raise ValueError(f"database {redact(url)} refused the connection: {reason}") from e
+                    raise ValueError(f"database {redact(url)} refused the connection: {line}") from e
                 if time.monotonic() >= deadline:
                     raise StorageUnavailable(f"database {redact(url)} did not accept connections "
-                                             f"within {timeout:g} s: {reason}") from e
+                                             f"within {timeout:g} s: {line}") from e
                 time.sleep(interval)
     finally:
         engine.dispose()
@@ -124,8 +124,7 @@ def make_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as e:
         raise ValueError(f"bad storage URL {redact(url)!r}: {e}") from e
     except sqlalchemy.exc.OperationalError as e:
-        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-        raise StorageUnavailable(f"cannot open storage {redact(url)}: {reason}") from e
+        raise StorageUnavailable(f"cannot open storage {redact(url)}: {reason(e)}") from e
 
 
 def check_schema(storage: RDBStorage) -> None:

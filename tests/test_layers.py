@@ -38,7 +38,7 @@ def _imports(path: Path, top_level_only: bool) -> set[str]:
 
 
 def _sources() -> list[Path]:
-    return [p for layer in LAYERS for p in sorted((REPO / layer).glob("*.py"))]
+    return [p for layer in LAYERS for p in sorted((REPO / layer).rglob("*.py")) if "__pycache__" not in p.parts]
 
 
 def test_no_module_imports_from_a_higher_layer():

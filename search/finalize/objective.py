@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from core.trials import FINAL_ATTR, FIXED_RECIPE_ATTR, SEED_ATTR, SINGLE_VIEW_TEST_ACC_ATTR, TEST_ACC_ATTR, UNUSED_ATTR, VAL_ACC_ATTR
 from objectives.data import Split
-from objectives.inference import Classifier, evaluate
+from objectives.inference import MEMORY_FORMAT, Classifier, evaluate
 from objectives.model import build
 from objectives.recipe import Recipe
 
@@ -41,9 +41,10 @@ class FinalObjective(Objective):
 
     def completed_metrics(self, trial: optuna.Trial, arch, result) -> dict[str, Any]:
         recipe = Recipe.from_dict(trial.user_attrs[FIXED_RECIPE_ATTR])
-        model = build(arch).to(self.device)
+        model = build(arch)
         model.load_state_dict(result.best_state)
-        ev = evaluate(Classifier(model, self.data.mean, self.data.std).to(self.device), self.test, self.device,
+        classifier = Classifier(model, self.data.mean, self.data.std).to(self.device, memory_format=MEMORY_FORMAT)
+        ev = evaluate(classifier, self.test, self.device,
                       tta=recipe.tta_flip)
         val_acc = result.best_val_acc if len(self.data.val) else None
         trial.set_user_attr(SINGLE_VIEW_TEST_ACC_ATTR, ev.single_view_accuracy)

@@ -188,6 +188,8 @@ def test_portable_exports_match_the_pytorch_model(small_study, cifar_small, tmp_
     with torch.no_grad():
         expected = model((images - torch.tensor(norm["mean"]).view(1, 3, 1, 1)) / torch.tensor(norm["std"]).view(1, 3, 1, 1))
     assert np.allclose(np.load(tmp_path / "y.npy"), expected.numpy(), atol=atol)
+    if fmt == "torchscript":  # plain contiguous weights, as in the .pt (evaluation runs channels-last)
+        assert all(p.is_contiguous() for p in torch.jit.load(out).parameters())
 
 
 def test_an_export_format_is_one_registry_entry(small_study, tmp_path, monkeypatch, capsys):
